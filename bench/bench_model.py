@@ -1,0 +1,141 @@
+"""PAW-ViT vs the plain timm ViT of the same size, side by side in one process.
+
+Prints, per size: inference images/s of both and their ratio (target ≥ 0.95), and the time of one
+training step (forward + backward + AdamW) of PAW-ViT with all four losses against the ViT
+baseline with CE + triplet (target ≤ 1.15). Runs on CPU here and unchanged on CUDA (bf16 autocast).
+
+    .venv/bin/python bench/bench_model.py --sizes tiny small --batch 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import timm
+import torch
+
+from reid.losses import LossConfig, PawLoss
+from reid.models import ModelSpec, build_model
+
+ARCH = {
+    "tiny": ("paw_vit_tiny_patch16_256", "vit_tiny_patch16_224"),
+    "small": ("paw_vit_small_patch16_256", "vit_small_patch16_224"),
+    "base": ("paw_vit_base_patch16_256", "vit_base_patch16_224"),
+}
+NUM_PARTS = 5
+NUM_CLASSES = 200
+
+
+def timed(fn, device: torch.device, repeats: int) -> float:
+    """Median seconds of `fn()` over `repeats` runs after one warm-up."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def bench_size(size: str, batch: int, repeats: int, device: torch.device) -> dict[str, float]:
+    paw_arch, vit_arch = ARCH[size]
+    torch.manual_seed(0)
+    paw = build_model(ModelSpec(paw_arch), NUM_CLASSES, NUM_PARTS).to(device)
+    vit = build_model(ModelSpec(vit_arch), NUM_CLASSES, NUM_PARTS).to(device)
+    plain = timm.create_model(vit_arch, img_size=256, num_classes=0).to(device).eval()
+    x = torch.randn(batch, 3, 256, 256, device=device)
+    labels = torch.arange(batch, device=device) // 2  # two images per identity: triplets exist
+    targets = torch.randint(0, NUM_PARTS + 1, (batch, 64, 64), device=device)
+    orientation = torch.randint(0, 2, (batch,), device=device)
+    autocast = dict(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    paw.eval()
+
+    @torch.inference_mode()
+    def infer(model):
+        with torch.autocast(**autocast):
+            model(x)
+
+    paw_infer = timed(lambda: infer(paw), device, repeats)
+    vit_infer = timed(lambda: infer(plain), device, repeats)
+
+    paw.train()
+    vit.train()
+    paw_loss = PawLoss(LossConfig())
+    vit_loss = PawLoss(LossConfig(orientation=False, segmentation=False))
+    paw_opt = torch.optim.AdamW(paw.parameters(), lr=1e-5)
+    vit_opt = torch.optim.AdamW(vit.parameters(), lr=1e-5)
+
+    def paw_step():
+        with torch.autocast(**autocast):
+            out = paw(x)
+        losses = paw_loss(
+            descriptor=out.descriptor.float(),
+            id_logits=out.id_logits.float(),
+            labels=labels,
+            orient_logits=out.orientation_logits.float(),
+            orient_targets=orientation,
+            part_visibility=torch.ones(batch, NUM_PARTS, dtype=torch.bool, device=device),
+            atm_maps=out.atm_maps.float(),
+            atm_logits=out.atm_logits.float(),
+            target_maps=targets,
+        )
+        paw_opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        paw_opt.step()
+
+    def vit_step():
+        with torch.autocast(**autocast):
+            out = vit(x)
+        losses = vit_loss(
+            descriptor=out.descriptor.float(), id_logits=out.id_logits.float(), labels=labels
+        )
+        vit_opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        vit_opt.step()
+
+    paw_train = timed(paw_step, device, repeats)
+    vit_train = timed(vit_step, device, repeats)
+    return {
+        "paw_img_s": batch / paw_infer,
+        "vit_img_s": batch / vit_infer,
+        "inference_ratio": vit_infer / paw_infer,
+        "paw_step_s": paw_train,
+        "vit_step_s": vit_train,
+        "train_step_ratio": paw_train / vit_train,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", nargs="+", default=["tiny", "small"], choices=list(ARCH))
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    print(
+        f"# {platform.node()} {platform.machine()}, torch {torch.__version__}, timm {timm.__version__}, "
+        f"device {device}, threads {torch.get_num_threads()}, batch {args.batch}, 256x256, K={NUM_PARTS}"
+    )
+    print(
+        "size   PAW img/s  ViT img/s  infer ratio (>=0.95)  PAW step s  ViT step s  train ratio (<=1.15)"
+    )
+    for size in args.sizes:
+        r = bench_size(size, args.batch, args.repeats, device)
+        print(
+            f"{size:6} {r['paw_img_s']:9.2f}  {r['vit_img_s']:9.2f}  {r['inference_ratio']:20.3f}  "
+            f"{r['paw_step_s']:10.3f}  {r['vit_step_s']:10.3f}  {r['train_step_ratio']:20.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

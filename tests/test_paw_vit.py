@@ -1,0 +1,194 @@
+"""PAW-ViT against the paper's equations, on small random-initialised models."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from timm.layers import resample_abs_pos_embed
+
+from reid.errors import UserError
+from reid.models import ModelSpec, PawViT, build_model
+
+K = 3
+SMALL = dict(img_size=64, embed_dim=32, depth=2, num_heads=4)  # 4×4 patch grid
+
+
+def small_paw(**kwargs) -> PawViT:
+    torch.manual_seed(0)
+    return timm.create_model(
+        "paw_vit_tiny_patch16_256", num_parts=K, num_classes=7, **{**SMALL, **kwargs}
+    )
+
+
+def test_registered_in_timm():
+    names = timm.list_models("paw_vit_*")
+    assert {
+        "paw_vit_tiny_patch16_256",
+        "paw_vit_small_patch16_256",
+        "paw_vit_base_patch16_256",
+    } <= set(names)
+
+
+def test_tokens_replace_cls():
+    model = small_paw()
+    assert model.cls_token is None
+    assert model.reg_token.shape == (1, K + 1, 32)
+    assert model.pos_embed.shape == (1, K + 1 + 16, 32)  # every prefix token has a position
+    assert model.mask_size == 16  # img_size / 4
+
+
+def test_atm_maps_follow_the_paper_equations():
+    model = small_paw().train()
+    x = torch.randn(2, 3, 64, 64)
+    captured = {}
+    model.norm.register_forward_hook(lambda m, i, o: captured.setdefault("tokens", o))
+    out = model(x)
+    tokens = captured["tokens"]
+    parts, patches = tokens[:, : K + 1], tokens[:, K + 1 :]
+    atm = model.atm
+    heads, c = 4, 32
+    d = c // heads
+    expected = torch.zeros(2, K + 1, 4, 4)
+    for b in range(2):
+        for t in range(K + 1):
+            per_head = []
+            for h in range(heads):
+                wq = atm.q.weight[h * d : (h + 1) * d]
+                bq = atm.q.bias[h * d : (h + 1) * d]
+                wk = atm.k.weight[h * d : (h + 1) * d]
+                bk = atm.k.bias[h * d : (h + 1) * d]
+                q = wq @ parts[b, t] + bq
+                sims = torch.stack(
+                    [(q @ (wk @ patches[b, n] + bk)) / (c / heads) ** 0.5 for n in range(16)]
+                )
+                per_head.append(torch.sigmoid(sims))
+            expected[b, t] = torch.stack(per_head).mean(0).view(4, 4)  # row-major patch grid
+    expected = F.interpolate(expected, size=(16, 16), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(out.atm_maps, expected, rtol=1e-4, atol=1e-5)
+    assert out.atm_maps.shape == (2, K + 1, 16, 16)
+    assert out.atm_logits.shape == (2, K + 1, 16, 16)
+
+
+def test_background_token_never_reaches_the_descriptor():
+    model = small_paw().eval()
+    x = torch.randn(2, 3, 64, 64)
+    reference = model(x)
+
+    def scramble_background(module, inputs, output):
+        output = output.clone()
+        output[:, K] = torch.randn_like(output[:, K]) * 100  # background is the last prefix token
+        return output
+
+    handle = model.norm.register_forward_hook(scramble_background)
+    torch.testing.assert_close(model(x), reference)
+    handle.remove()
+
+    def scramble_part(module, inputs, output):
+        output = output.clone()
+        output[:, 0] = torch.randn_like(output[:, 0])
+        return output
+
+    model.norm.register_forward_hook(scramble_part)
+    assert not torch.allclose(model(x), reference)
+
+
+def test_eval_returns_descriptor_only_and_skips_training_modules():
+    model = small_paw().eval()
+    called = []
+    for name in ("atm", "heads"):
+        getattr(model, name).register_forward_hook(lambda m, i, o, name=name: called.append(name))
+    out = model(torch.randn(3, 3, 64, 64))
+    assert isinstance(out, torch.Tensor) and out.shape == (3, 32)
+    assert called == []
+
+
+def test_train_outputs_and_orientation_per_part():
+    model = small_paw(orientation_bnneck="separate").train()
+    out = model(torch.randn(4, 3, 64, 64))
+    assert out.id_logits.shape == (4, 7)
+    assert out.orientation_logits.shape == (4, K)
+    assert out.descriptor.shape == (4, 32)
+
+
+def test_bnneck_bias_is_frozen():
+    model = small_paw()
+    assert not model.heads.bnneck.bias.requires_grad
+
+
+def test_gradients_reach_part_tokens_from_maps_and_orientation():
+    model = small_paw().train()
+    out = model(torch.randn(2, 3, 64, 64))
+    out.atm_maps[:, :K].sum().backward(retain_graph=True)
+    assert model.reg_token.grad[0, :K].abs().sum() > 0
+    model.zero_grad()
+    out.orientation_logits.sum().backward()
+    assert model.reg_token.grad[0, :K].abs().sum() > 0
+
+
+def test_loads_a_timm_vit_checkpoint_with_resampled_positions(tmp_path, caplog):
+    torch.manual_seed(1)
+    vit = timm.create_model("vit_tiny_patch16_224", img_size=48, embed_dim=32, depth=2, num_heads=4)
+    state = vit.state_dict()  # 3×3 grid + CLS, ImageNet head
+    path = tmp_path / "vit.safetensors"
+    save_file(state, str(path))
+    with caplog.at_level(logging.WARNING):
+        model = timm.create_model(
+            "paw_vit_tiny_patch16_256",
+            pretrained=True,
+            pretrained_cfg_overlay=dict(file=str(path)),
+            num_parts=K,
+            num_classes=5,
+            **SMALL,
+        )
+    loaded = model.state_dict()
+    for key, value in state.items():
+        if key.startswith(("head.", "cls_token", "pos_embed")):
+            continue
+        torch.testing.assert_close(loaded[key], value, msg=key)
+    cls_pos = state["pos_embed"][:, :1]
+    for t in range(K + 1):
+        torch.testing.assert_close(loaded["pos_embed"][:, t : t + 1], cls_pos)
+    grid = resample_abs_pos_embed(state["pos_embed"][:, 1:], new_size=[4, 4], num_prefix_tokens=0)
+    torch.testing.assert_close(loaded["pos_embed"][:, K + 1 :], grid)
+    assert "reg_token" in caplog.text and "atm.q.weight" in caplog.text  # missing keys reported
+    assert "head.weight" not in loaded
+
+
+def test_missing_weights_file_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        timm.create_model(
+            "paw_vit_tiny_patch16_256",
+            pretrained=True,
+            pretrained_cfg_overlay=dict(file=str(tmp_path / "nope.safetensors")),
+        )
+    with pytest.raises(UserError, match="does not exist"):
+        build_model(ModelSpec("vit_tiny_patch16_224", pretrained=str(tmp_path / "x.pth")), 3, 1)
+
+
+def test_checkpoint_of_another_size_is_a_clear_error(tmp_path):
+    vit = timm.create_model("vit_tiny_patch16_224", img_size=48, embed_dim=64, depth=2, num_heads=4)
+    path = tmp_path / "vit.safetensors"
+    save_file(vit.state_dict(), str(path))
+    with pytest.raises(UserError, match="same ViT size"):
+        timm.create_model(
+            "paw_vit_tiny_patch16_256",
+            pretrained=True,
+            pretrained_cfg_overlay=dict(file=str(path)),
+            **SMALL,
+        )
+
+
+@pytest.mark.parametrize("arch", ["vit_tiny_patch16_224", "seresnet50"])
+def test_baselines_share_the_heads(arch):
+    model = build_model(ModelSpec(arch, img_size=64), num_classes=6, num_parts=K).train()
+    out = model(torch.randn(2, 3, 64, 64))
+    assert out.id_logits.shape == (2, 6)
+    assert out.orientation_logits.shape == (2, 1)
+    assert out.atm_maps is None
+    model.eval()
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, model.num_features)
