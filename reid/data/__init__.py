@@ -1,0 +1,1 @@
+"""Training and evaluation data: catalogue-backed datasets, transforms and batch samplers."""
