@@ -1,0 +1,181 @@
+"""The on-disk part map cache: ``{masks_dir}/{teacher_id}/`` with ``teacher.json``, shards,
+``index.json`` and ``qc.json``.
+
+A shard ``shard-{i:04d}-of-{n:04d}.npz`` (numpy, no pickles) holds, for the n maps it has:
+``image_id`` (str), ``labels`` (n×S×S uint8; 0 background, 1..K parts), ``visibility``
+(n×K bool), ``orientation`` (str, ''/'left'/'right'), ``orientation_source``
+('catalogue'/'estimated'/''), ``keypoint_confidence`` (float, NaN without keypoints),
+``foreground_fraction`` (float), and the images that got no map: ``failed_image_id``,
+``failed_reason`` (str). ``index.json`` maps image_id → shard file name and is written last,
+by ``pseudomasks index``, so its presence means the cache is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+import pseudomasks
+from pseudomasks.atomic import atomic_open, write_json
+from pseudomasks.errors import UserError
+from pseudomasks.fusion import FUSION_VERSION
+from pseudomasks.settings import Settings
+from pseudomasks.teacher import ImageFailure, ImageResult
+
+SHARD_ARRAYS = (
+    "image_id",
+    "labels",
+    "visibility",
+    "orientation",
+    "orientation_source",
+    "keypoint_confidence",
+    "foreground_fraction",
+    "failed_image_id",
+    "failed_reason",
+)
+TEACHER_JSON = "teacher.json"
+INDEX_JSON = "index.json"
+QC_JSON = "qc.json"
+
+
+def shard_name(shard: int, num_shards: int) -> str:
+    return f"shard-{shard:04d}-of-{num_shards:04d}.npz"
+
+
+def _strings(values: Sequence[str]) -> np.ndarray:
+    return np.array(list(values), dtype=str) if values else np.zeros(0, dtype="<U1")
+
+
+def write_shard(
+    path: Path,
+    results: Sequence[ImageResult],
+    failures: Sequence[ImageFailure],
+    mask_size: int,
+    num_parts: int,
+) -> None:
+    arrays = {
+        "image_id": _strings([r.image_id for r in results]),
+        "labels": np.stack([r.part_map.labels for r in results]).astype(np.uint8)
+        if results
+        else np.zeros((0, mask_size, mask_size), np.uint8),
+        "visibility": np.stack([r.part_map.visibility for r in results]).astype(bool)
+        if results
+        else np.zeros((0, num_parts), bool),
+        "orientation": _strings([r.orientation for r in results]),
+        "orientation_source": _strings([r.orientation_source for r in results]),
+        "keypoint_confidence": np.array(
+            [r.part_map.keypoint_confidence for r in results], dtype=np.float64
+        ),
+        "foreground_fraction": np.array([r.foreground_fraction for r in results], np.float64),
+        "failed_image_id": _strings([f.image_id for f in failures]),
+        "failed_reason": _strings([f.reason for f in failures]),
+    }
+    with atomic_open(path) as handle:
+        np.savez_compressed(handle, **arrays)
+
+
+def read_shard(path: Path) -> dict[str, np.ndarray]:
+    """All arrays of a shard; UserError if it is missing, corrupt or lacks an array."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in SHARD_ARRAYS}
+    except FileNotFoundError as exc:
+        raise UserError(f"shard {path}: missing; run 'pseudomasks run' for it") from exc
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"shard {path}: unreadable ({exc}); delete it and rerun") from exc
+    return arrays
+
+
+def shard_is_complete(path: Path, expected_ids: Sequence[str]) -> bool:
+    """True if the shard exists, loads, and covers exactly ``expected_ids`` (maps + failures):
+    a shard from an older catalogue is recomputed rather than trusted."""
+    if not path.exists():
+        return False
+    try:
+        arrays = read_shard(path)
+    except UserError:
+        return False
+    done = [*arrays["image_id"].tolist(), *arrays["failed_image_id"].tolist()]
+    return sorted(done) == sorted(expected_ids)
+
+
+def teacher_record(settings: Settings, tid: str) -> dict[str, Any]:
+    """Everything needed to know what made these maps (teacher.json)."""
+    return {
+        "teacher_id": tid,
+        "teacher_name": settings.teacher_name,
+        "part_names": list(settings.species.parts),
+        "species": settings.species.name,
+        "keypoint_schema": settings.species.keypoint_schema,
+        "mask_size": settings.mask_size,
+        "fusion_version": FUSION_VERSION,
+        "weights": {name: w.sha256 for name, w in sorted(settings.weights.items())},
+        "identity": settings.identity(),
+        "settings": settings.document,
+        "versions": {
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "opencv": cv2.__version__,
+            "pseudomasks": pseudomasks.__version__,
+        },
+    }
+
+
+def write_teacher_json(teacher_dir: Path, settings: Settings, tid: str) -> None:
+    """Write teacher.json unless an identical one is there (parallel shard jobs race here
+    harmlessly: each write is atomic and carries the same content)."""
+    record = json.loads(json.dumps(teacher_record(settings, tid)))
+    path = teacher_dir / TEACHER_JSON
+    try:
+        if json.loads(path.read_text(encoding="utf-8")) == record:
+            return
+    except (OSError, ValueError):
+        pass
+    write_json(path, record)
+
+
+def read_teacher_json(teacher_dir: Path) -> dict[str, Any]:
+    path = teacher_dir / TEACHER_JSON
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise UserError(
+            f"{path}: missing; is {teacher_dir} a pseudomasks cache directory?"
+        ) from exc
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable ({exc})") from exc
+
+
+def read_index(teacher_dir: Path) -> dict[str, str]:
+    path = teacher_dir / INDEX_JSON
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise UserError(
+            f"{path}: missing; run 'pseudomasks index --masks-dir {teacher_dir}' first"
+        ) from exc
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable ({exc}); rerun 'pseudomasks index'") from exc
+
+
+def load_part_maps(masks_dir: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
+    """image_id → (labels S×S uint8, visibility K bool, orientation) for a complete cache
+    (``masks_dir`` is the ``{teacher_id}`` directory; images that failed are absent)."""
+    teacher_dir = Path(masks_dir)
+    index = read_index(teacher_dir)
+    maps: dict[str, tuple[np.ndarray, np.ndarray, str]] = {}
+    for name in sorted(set(index.values())):
+        arrays = read_shard(teacher_dir / name)
+        for i, image_id in enumerate(arrays["image_id"].tolist()):
+            maps[image_id] = (
+                arrays["labels"][i],
+                arrays["visibility"][i],
+                str(arrays["orientation"][i]),
+            )
+    return maps

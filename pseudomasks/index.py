@@ -1,0 +1,87 @@
+"""Closing a cache: check every shard is there, write ``qc.json`` and ``index.json``.
+
+``qc.json`` is what a person reads to judge the teacher before training on its maps: how often
+each part is seen, how often the foreground is empty, how confident the keypoints were, which
+images failed and why.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pseudomasks.atomic import write_json
+from pseudomasks.cache import INDEX_JSON, QC_JSON, read_shard, read_teacher_json, shard_name
+from pseudomasks.errors import UserError
+
+
+def build_index(teacher_dir: Path, num_shards: int) -> dict[str, Any]:
+    """Merge the shards' per-image stats into qc.json, then write index.json; returns the qc."""
+    if num_shards < 1:
+        raise UserError(f"--num-shards {num_shards}: must be >= 1")
+    teacher = read_teacher_json(teacher_dir)
+    parts: list[str] = teacher["part_names"]
+    names = [shard_name(i, num_shards) for i in range(num_shards)]
+    missing = [n for n in names if not (teacher_dir / n).exists()]
+    if missing:
+        raise UserError(
+            f"{teacher_dir}: {len(missing)} of {num_shards} shards missing (first: {missing[0]}); "
+            "run 'pseudomasks run' for them"
+        )
+    index: dict[str, str] = {}
+    visibility, fg_fraction, kp_conf, sources = [], [], [], []
+    failed: list[dict[str, str]] = []
+    for name in names:
+        arrays = read_shard(teacher_dir / name)
+        if arrays["visibility"].shape[1] != len(parts):
+            raise UserError(
+                f"{teacher_dir / name}: {arrays['visibility'].shape[1]} parts, teacher.json has "
+                f"{len(parts)}; delete the shard and rerun"
+            )
+        for image_id in arrays["image_id"].tolist():
+            if image_id in index:
+                raise UserError(
+                    f"{teacher_dir}: image_id {image_id!r} is in {index[image_id]} and {name}; "
+                    "delete the shards of the older run and rerun"
+                )
+            index[image_id] = name
+        visibility.append(arrays["visibility"])
+        fg_fraction.append(arrays["foreground_fraction"])
+        kp_conf.append(arrays["keypoint_confidence"])
+        sources.extend(arrays["orientation_source"].tolist())
+        failed.extend(
+            {"image_id": i, "reason": r}
+            for i, r in zip(
+                arrays["failed_image_id"].tolist(), arrays["failed_reason"].tolist(), strict=True
+            )
+        )
+    vis = np.concatenate(visibility) if visibility else np.zeros((0, len(parts)), bool)
+    fg = np.concatenate(fg_fraction)
+    conf = np.concatenate(kp_conf)
+    with_kp = conf[np.isfinite(conf)]
+    n = len(index)
+    qc = {
+        "teacher_id": teacher["teacher_id"],
+        "num_shards": num_shards,
+        "counts": {"images": n + len(failed), "maps": n, "failed": len(failed)},
+        "part_coverage": {p: _share(vis[:, k].sum(), n) for k, p in enumerate(parts)},
+        "empty_foreground_rate": _share((fg == 0).sum(), n),
+        "mean_foreground_fraction": float(fg.mean()) if n else None,
+        "maps_from_keypoints": int(len(with_kp)),
+        "mean_keypoint_confidence": float(with_kp.mean()) if len(with_kp) else None,
+        "orientation_source": {
+            "catalogue": sources.count("catalogue"),
+            "estimated": sources.count("estimated"),
+            "unknown": sources.count(""),
+        },
+        "failed": sorted(failed, key=lambda f: f["image_id"]),
+    }
+    write_json(teacher_dir / QC_JSON, qc)
+    write_json(teacher_dir / INDEX_JSON, dict(sorted(index.items())))
+    return qc
+
+
+def _share(count: int, total: int) -> float | None:
+    return float(count) / total if total else None

@@ -1,0 +1,1 @@
+"""Teacher members: pose estimators and segmenters, one module each (see ``registry``)."""

@@ -1,0 +1,127 @@
+"""The interface every teacher member implements, and what it is given.
+
+Members work on batches so that neural members (mmpose, ultralytics, SAM, ...) can batch on a
+GPU; the non-neural ones just loop. A member module imports its heavy libraries (torch,
+mmpose, ...) inside its methods, never at module top: settings validation imports the class to
+read its ``DEFAULTS``, and ``pseudomasks teacher-id`` must stay instant.
+
+- A pose member returns, per sample, keypoints ``N×3`` ``[x, y, v]`` in image pixels in the
+  *species'* keypoint schema order (a model with another schema maps its output), or ``None``
+  when it has nothing for that image.
+- A segmentation member returns, per sample, an ``H×W`` bool foreground or ``None``; it sees
+  the pose ensemble's keypoints (prompts for SAM, seeds for GrabCut).
+- A member that cannot read one image's input raises :class:`UnreadableInput`; the teacher then
+  retries the batch one sample at a time and lists only the unreadable images as failed.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from pseudomasks.errors import UserError
+from pseudomasks.images import UnreadableInput
+from pseudomasks.species import Species
+
+__all__ = [
+    "Member",
+    "MemberContext",
+    "PoseMember",
+    "Sample",
+    "SegmentationMember",
+    "UnreadableInput",
+    "WeightsSpec",
+]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One catalogue row with its decoded image (``H×W×3`` uint8, RGB)."""
+
+    image_id: str
+    image: np.ndarray
+    row: Mapping[str, str]
+    root: Path
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """A model file from ``settings.weights``; only ``sha256`` enters the teacher id."""
+
+    path: str
+    sha256: str
+    url: str
+
+
+@dataclass(frozen=True)
+class MemberContext:
+    """Run-wide facts a member may need. ``device`` is 'cpu', 'cuda' or 'auto'."""
+
+    species: Species
+    confidence: float
+    device: str
+    weights: Mapping[str, WeightsSpec]
+
+
+class Member:
+    """Common option handling: ``DEFAULTS`` lists every option and its default value, so that
+    settings that differ only by spelling out a default give the same teacher id."""
+
+    DEFAULTS: ClassVar[Mapping[str, Any]] = {}
+
+    def __init__(self, options: Mapping[str, Any], context: MemberContext) -> None:
+        self.options = dict(options)
+        self.context = context
+
+    @classmethod
+    def resolve_options(cls, options: Mapping[str, Any], where: str) -> dict[str, Any]:
+        """Defaults filled in, unknown names and wrong types rejected."""
+        unknown = sorted(set(options) - set(cls.DEFAULTS))
+        if unknown:
+            known = ", ".join(cls.DEFAULTS) or "none"
+            raise UserError(f"{where}: unknown option '{unknown[0]}'; known options: {known}")
+        resolved = dict(cls.DEFAULTS)
+        for key, value in options.items():
+            resolved[key] = _typed(value, cls.DEFAULTS[key], f"{where}.{key}")
+        cls.check_options(resolved, where)
+        return resolved
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], where: str) -> None:
+        """Range checks beyond types; members with constrained options override this."""
+
+
+def _typed(value: Any, default: Any, where: str) -> Any:
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    else:
+        ok = True
+    if not ok:
+        raise UserError(f"{where}: expected {type(default).__name__}, got {value!r}")
+    return value
+
+
+class PoseMember(Member, ABC):
+    @abstractmethod
+    def predict(self, samples: Sequence[Sample]) -> list[np.ndarray | None]:
+        """Keypoints ``N×3`` per sample in the species' schema order, or None."""
+
+
+class SegmentationMember(Member, ABC):
+    @abstractmethod
+    def predict(
+        self, samples: Sequence[Sample], keypoints: Sequence[np.ndarray | None]
+    ) -> list[np.ndarray | None]:
+        """Foreground ``H×W`` bool per sample, or None."""

@@ -1,0 +1,200 @@
+"""The resolved settings document the CLI receives, validated, and the teacher id derived from it.
+
+The document has three sections: ``teacher`` (members, fusion options), ``species`` (see
+:mod:`pseudomasks.species`) and ``weights`` (name → path, sha256, url). The teacher id hashes
+exactly what changes the maps, so that renaming a teacher, moving a weights file or changing the
+device reuses the cache, and anything else recomputes it.
+
+The id includes the sha256 of *every* entry in ``weights``: give the CLI only the weights this
+teacher uses, or an unrelated model update will invalidate its cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pseudomasks.combine import COMBINE_RULES
+from pseudomasks.errors import UserError
+from pseudomasks.fusion import FUSION_VERSION
+from pseudomasks.members.base import WeightsSpec
+from pseudomasks.members.registry import member_class
+from pseudomasks.silhouette_template import template_regions
+from pseudomasks.species import Species, parse_species
+
+FALLBACKS = ("silhouette_template",)
+TEACHER_KEYS = {
+    "name",
+    "mask_size",
+    "pose",
+    "segmentation",
+    "combine",
+    "fallback",
+    "detector",
+    "confidence",
+}
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """One ensemble member: ``kind`` 'pose'/'segmentation', registry ``name``, full options."""
+
+    kind: str
+    name: str
+    options: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"member": self.name, **self.options}
+
+
+@dataclass(frozen=True)
+class Settings:
+    document: Mapping[str, Any]
+    teacher_name: str
+    mask_size: int
+    pose: tuple[MemberSpec, ...]
+    segmentation: tuple[MemberSpec, ...]
+    combine: str
+    fallback: str | None
+    detector: str | None
+    confidence: float
+    species: Species
+    weights: Mapping[str, WeightsSpec]
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that changes the maps, canonical: the teacher id is its hash."""
+        return {
+            "fusion_version": FUSION_VERSION,
+            "mask_size": self.mask_size,
+            "confidence": self.confidence,
+            "pose": [m.to_json() for m in self.pose],
+            "segmentation": [m.to_json() for m in self.segmentation],
+            "combine": self.combine,
+            "fallback": self.fallback,
+            "detector": self.detector,
+            "species": self.species.to_json(),
+            "weights": {name: w.sha256 for name, w in sorted(self.weights.items())},
+        }
+
+
+def teacher_id(settings: Settings | Mapping[str, Any]) -> str:
+    """12 hex digits of the sha256 of the canonical JSON of :meth:`Settings.identity`."""
+    if not isinstance(settings, Settings):
+        settings = parse_settings(settings)
+    canonical = json.dumps(settings.identity(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def read_settings(path: str | None, text: str | None) -> Settings:
+    """Settings from ``--settings FILE`` or ``--settings-json STRING`` (exactly one given)."""
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"settings file {path}: {exc.strerror or exc}") from exc
+        source = f"settings file {path}"
+    else:
+        source = "--settings-json"
+    try:
+        doc = json.loads(text or "")
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{source}: not valid JSON ({exc})") from exc
+    return parse_settings(doc)
+
+
+def parse_settings(doc: Mapping[str, Any]) -> Settings:
+    """Validate the whole document; every problem is a one-line UserError naming the key."""
+    if not isinstance(doc, Mapping):
+        raise UserError("settings: expected a JSON object with teacher, species, weights")
+    teacher = doc.get("teacher")
+    if not isinstance(teacher, Mapping):
+        raise UserError("settings: 'teacher' must be a mapping")
+    unknown = sorted(set(teacher) - TEACHER_KEYS)
+    if unknown:
+        raise UserError(
+            f"settings: unknown key teacher.{unknown[0]}; known: {', '.join(sorted(TEACHER_KEYS))}"
+        )
+    species = parse_species(doc.get("species"))
+    mask_size = teacher.get("mask_size", 64)
+    if not isinstance(mask_size, int) or isinstance(mask_size, bool) or not 8 <= mask_size <= 1024:
+        raise UserError(
+            f"settings: teacher.mask_size must be an integer in [8, 1024], got {mask_size!r}"
+        )
+    confidence = teacher.get("confidence", 0.3)
+    if not isinstance(confidence, (int, float)) or isinstance(confidence, bool) or confidence < 0:
+        raise UserError(f"settings: teacher.confidence must be a number >= 0, got {confidence!r}")
+    combine = teacher.get("combine", "majority")
+    if combine not in COMBINE_RULES:
+        raise UserError(
+            f"settings: teacher.combine {combine!r} unknown; use one of: {', '.join(COMBINE_RULES)}"
+        )
+    fallback = teacher.get("fallback")
+    if fallback is not None and fallback not in FALLBACKS:
+        raise UserError(
+            f"settings: teacher.fallback {fallback!r} unknown; use null or one of: "
+            f"{', '.join(FALLBACKS)}"
+        )
+    if fallback == "silhouette_template":
+        template_regions(species)
+    detector = teacher.get("detector")
+    if detector is not None:
+        raise UserError(
+            f"settings: teacher.detector {detector!r}: no detector members exist yet; set it to null"
+        )
+    pose = _members("pose", teacher.get("pose", []))
+    segmentation = _members("segmentation", teacher.get("segmentation"))
+    if not segmentation:
+        raise UserError("settings: teacher.segmentation needs at least one member")
+    if not pose and fallback is None:
+        raise UserError(
+            "settings: teacher has no pose members and fallback is null, so no image could get "
+            "a map; add a pose member or set teacher.fallback: silhouette_template"
+        )
+    name = teacher.get("name", "")
+    return Settings(
+        document=doc,
+        teacher_name=str(name),
+        mask_size=mask_size,
+        pose=pose,
+        segmentation=segmentation,
+        combine=combine,
+        fallback=fallback,
+        detector=detector,
+        confidence=float(confidence),
+        species=species,
+        weights=_weights(doc.get("weights") or {}),
+    )
+
+
+def _members(kind: str, raw: Any) -> tuple[MemberSpec, ...]:
+    if raw is None:
+        return ()
+    if isinstance(raw, (str, Mapping)) or not isinstance(raw, Sequence):
+        raise UserError(f"settings: teacher.{kind} must be a list of {{member: name, ...options}}")
+    specs = []
+    for i, entry in enumerate(raw):
+        where = f"settings: teacher.{kind}[{i}]"
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("member"), str):
+            raise UserError(f"{where}: needs 'member: <name>'")
+        name = entry["member"]
+        cls = member_class(kind, name, where)
+        options = {k: v for k, v in entry.items() if k != "member"}
+        specs.append(MemberSpec(kind, name, cls.resolve_options(options, f"{where} ({name})")))
+    return tuple(specs)
+
+
+def _weights(raw: Any) -> dict[str, WeightsSpec]:
+    if not isinstance(raw, Mapping):
+        raise UserError("settings: 'weights' must map names to {path, sha256, url}")
+    out = {}
+    for name, entry in raw.items():
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("sha256"), str):
+            raise UserError(f"settings: weights.{name} needs a 'sha256' string (and path, url)")
+        out[name] = WeightsSpec(
+            path=str(entry.get("path", "")), sha256=entry["sha256"], url=str(entry.get("url", ""))
+        )
+    return out

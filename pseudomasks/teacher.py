@@ -1,0 +1,138 @@
+"""The teacher: pose members → keypoints, segmentation members → foreground, then fusion (or
+the silhouette template when no keypoint is usable) → one part map per image."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pseudomasks.combine import combine_keypoints, combine_masks
+from pseudomasks.fusion import PartMap, fuse_part_map, used_keypoints
+from pseudomasks.images import UnreadableInput, read_rgb
+from pseudomasks.members.base import MemberContext, PoseMember, Sample, SegmentationMember
+from pseudomasks.members.registry import pose_member_class, segmentation_member_class
+from pseudomasks.settings import Settings
+from pseudomasks.silhouette_template import silhouette_template_map
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """A map plus the per-image facts the cache stores. ``orientation_source`` is
+    'catalogue', 'estimated' or '' (orientation unknown)."""
+
+    image_id: str
+    part_map: PartMap
+    orientation: str
+    orientation_source: str
+    foreground_fraction: float
+
+
+@dataclass(frozen=True)
+class ImageFailure:
+    """An image that gets no map, and why (listed in the shard, never an empty map)."""
+
+    image_id: str
+    reason: str
+
+
+def load_sample(row: dict[str, str], root: Path) -> Sample | ImageFailure:
+    try:
+        image = read_rgb(root / row["path"])
+    except UnreadableInput as exc:
+        return ImageFailure(row["image_id"], str(exc))
+    return Sample(image_id=row["image_id"], image=image, row=row, root=root)
+
+
+def catalogue_orientation(row: dict[str, str]) -> str:
+    """'left'/'right' from the catalogue (case-insensitive); anything else counts as unknown."""
+    value = row.get("orientation", "").strip().lower()
+    return value if value in ("left", "right") else ""
+
+
+class Teacher:
+    def __init__(self, settings: Settings, device: str = "cpu") -> None:
+        self.settings = settings
+        context = MemberContext(
+            species=settings.species,
+            confidence=settings.confidence,
+            device=device,
+            weights=settings.weights,
+        )
+        self.pose: list[PoseMember] = [
+            pose_member_class(m.name, "teacher.pose")(m.options, context) for m in settings.pose
+        ]
+        self.segmentation: list[SegmentationMember] = [
+            segmentation_member_class(m.name, "teacher.segmentation")(m.options, context)
+            for m in settings.segmentation
+        ]
+
+    def process(self, samples: Sequence[Sample]) -> list[ImageResult | ImageFailure]:
+        """Maps for a batch of decoded images, in order; unreadable inputs become failures."""
+        failed: dict[str, str] = {}
+        poses = [_isolated(m.predict, samples, (), failed) for m in self.pose]
+        keypoints = [combine_keypoints([p[i] for p in poses]) for i in range(len(samples))]
+        masks = [_isolated(m.predict, samples, (keypoints,), failed) for m in self.segmentation]
+        out: list[ImageResult | ImageFailure] = []
+        for i, sample in enumerate(samples):
+            if sample.image_id in failed:
+                out.append(ImageFailure(sample.image_id, failed[sample.image_id]))
+                continue
+            foreground = combine_masks([m[i] for m in masks], self.settings.combine)
+            out.append(self._map(sample, keypoints[i], foreground))
+        return out
+
+    def _map(
+        self, sample: Sample, keypoints: np.ndarray | None, foreground: np.ndarray | None
+    ) -> ImageResult | ImageFailure:
+        s = self.settings
+        if foreground is None:
+            return ImageFailure(
+                sample.image_id, "no segmentation member gave a foreground (empty silhouette?)"
+            )
+        given = catalogue_orientation(sample.row)
+        if keypoints is not None and used_keypoints(keypoints, s.species, s.confidence).any():
+            part_map = fuse_part_map(keypoints, foreground, s.species, s.confidence, s.mask_size)
+        elif s.fallback == "silhouette_template":
+            part_map = silhouette_template_map(foreground, s.species, given, s.mask_size)
+        else:
+            return ImageFailure(
+                sample.image_id,
+                f"no keypoint with v >= {s.confidence} in a part, and teacher.fallback is null",
+            )
+        if given:
+            orientation, source = given, "catalogue"
+        else:
+            orientation = part_map.orientation
+            source = "estimated" if orientation else ""
+        return ImageResult(
+            image_id=sample.image_id,
+            part_map=part_map,
+            orientation=orientation,
+            orientation_source=source,
+            foreground_fraction=float((part_map.labels > 0).mean()),
+        )
+
+
+def _isolated(
+    predict: Callable[..., list[Any]],
+    samples: Sequence[Sample],
+    per_sample: tuple[Sequence[Any], ...],
+    failed: dict[str, str],
+) -> list[Any]:
+    """Run a member on the batch; if one input is unreadable, rerun sample by sample so only
+    the bad images fail (recorded in ``failed``, with None as their prediction)."""
+    try:
+        return predict(samples, *per_sample)
+    except UnreadableInput:
+        out: list[Any] = []
+        for i, sample in enumerate(samples):
+            try:
+                out.extend(predict([sample], *[[arg[i]] for arg in per_sample]))
+            except UnreadableInput as exc:
+                failed.setdefault(sample.image_id, str(exc))
+                out.append(None)
+        return out
