@@ -1,0 +1,122 @@
+"""The resolved settings a `reid train` run receives (the Snakefile resolves config.yaml to this).
+
+One JSON document: ``{"model": {...}, "train": {...}, "protocol": "...", "flip_test": bool}``. The train section has every key filled (schema defaults merged with the
+dataset's and the model's overrides), so this module only converts, it does not default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reid.errors import UserError
+from reid.losses import LossConfig
+from reid.models import ModelSpec
+
+PROTOCOLS = ("atrw", "query-gallery", "all-vs-all")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Optimisation settings (paper §4.2 values are the schema defaults)."""
+
+    epochs: int
+    eval_every: int
+    select: str
+    seed: int
+    skip_missing_maps: bool
+    identities_per_batch: int
+    images_per_identity: int
+    lr: float
+    weight_decay: float
+    warmup_epochs: int
+    warmup_start_lr: float
+    final_lr: float
+    rotation: float
+    flip_as_new_identity: bool
+    losses: LossConfig
+
+    @classmethod
+    def from_dict(cls, train: dict[str, Any]) -> TrainSettings:
+        try:
+            losses = dict(train["losses"])
+            losses["lam"] = losses.pop("lambda_ss")
+            return cls(
+                epochs=int(train["epochs"]),
+                eval_every=int(train["eval_every"]),
+                select=str(train["select"]),
+                seed=int(train["seed"]),
+                skip_missing_maps=bool(train["skip_missing_maps"]),
+                identities_per_batch=int(train["batch"]["identities"]),
+                images_per_identity=int(train["batch"]["images"]),
+                lr=float(train["optimizer"]["lr"]),
+                weight_decay=float(train["optimizer"]["weight_decay"]),
+                warmup_epochs=int(train["schedule"]["warmup_epochs"]),
+                warmup_start_lr=float(train["schedule"]["warmup_start_lr"]),
+                final_lr=float(train["schedule"]["final_lr"]),
+                rotation=float(train["augment"]["rotation"]),
+                flip_as_new_identity=bool(train["augment"]["flip_as_new_identity"]),
+                losses=LossConfig(**losses),
+            )
+        except KeyError as missing:
+            raise UserError(
+                f"train settings lack {missing}: pass the resolved settings the Snakefile writes "
+                "(every key of workflow/schemas/train.schema.yaml)"
+            ) from None
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything that decides what a training run computes."""
+
+    model: ModelSpec
+    train: TrainSettings
+    protocol: str
+    flip_test: bool = False
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise UserError(
+                f"unknown protocol '{self.protocol}': use one of {', '.join(PROTOCOLS)}"
+            )
+
+    @property
+    def losses(self) -> LossConfig:
+        """The loss terms this model can train: no segmentation term without an ATM head."""
+        if self.model.part_aware:
+            return self.train.losses
+        return dataclasses.replace(self.train.losses, segmentation=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSettings:
+        model = dict(data["model"])
+        model.pop("train", None)
+        unknown = set(model) - {f.name for f in dataclasses.fields(ModelSpec)}
+        if unknown:
+            raise UserError(
+                f"unknown model settings {sorted(unknown)}: see workflow/schemas/config.schema.yaml"
+            )
+        return cls(
+            model=ModelSpec(**model),
+            train=TrainSettings.from_dict(data["train"]),
+            protocol=data["protocol"],
+            flip_test=bool(data.get("flip_test", False)),
+        )
+
+    @classmethod
+    def load(cls, path: Path | None = None, text: str | None = None) -> RunSettings:
+        """Read from a JSON file or a JSON string (exactly one of them)."""
+        if path is not None:
+            if not path.is_file():
+                raise UserError(f"settings file {path} does not exist")
+            text = path.read_text()
+        try:
+            return cls.from_dict(json.loads(text or ""))
+        except json.JSONDecodeError as error:
+            raise UserError(f"settings are not valid JSON ({error})") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

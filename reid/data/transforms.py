@@ -1,0 +1,65 @@
+"""Image and part-map transforms that keep the two aligned (paper §4.1).
+
+The map is resampled with nearest neighbour so labels stay labels; the image bilinearly. Both are
+rotated by the same angle about their centres after resizing, which is the same geometry as
+rotating first and costs less.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+MEAN = 0.5  # the paper normalises with mean = std = 0.5 (timm's "inception" constants)
+STD = 0.5
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize to size×size (area filter when shrinking avoids aliasing the stripes)."""
+    shrinking = image.shape[0] > size or image.shape[1] > size
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interpolation)
+
+
+def resize_map(labels: np.ndarray, size: int) -> np.ndarray:
+    """Resize a label map to size×size with nearest neighbour."""
+    if labels.shape == (size, size):
+        return labels
+    return cv2.resize(labels, (size, size), interpolation=cv2.INTER_NEAREST)
+
+
+def rotate(array: np.ndarray, degrees: float, nearest: bool) -> np.ndarray:
+    """Rotate about the centre; new corners are 0 (black image, background label)."""
+    h, w = array.shape[:2]
+    matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), degrees, 1.0)
+    flags = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+    return cv2.warpAffine(
+        array, matrix, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """H×W×3 uint8 RGB → 3×H×W float32 normalised with mean = std = 0.5."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    return tensor.sub_(MEAN).div_(STD)
+
+
+def augment_pair(
+    image: np.ndarray,
+    labels: np.ndarray,
+    img_size: int,
+    mask_size: int,
+    mirror: bool,
+    degrees: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resize, optionally mirror, and rotate an image and its part map identically."""
+    image = resize_image(image, img_size)
+    labels = resize_map(labels, mask_size)
+    if mirror:
+        image = image[:, ::-1]
+        labels = labels[:, ::-1]
+    if degrees:
+        image = rotate(np.ascontiguousarray(image), degrees, nearest=False)
+        labels = rotate(np.ascontiguousarray(labels), degrees, nearest=True)
+    return np.ascontiguousarray(image), np.ascontiguousarray(labels)

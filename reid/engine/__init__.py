@@ -1,0 +1,1 @@
+"""Training, descriptor extraction and checkpointing (the engine; data and evaluation live apart)."""

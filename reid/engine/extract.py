@@ -1,0 +1,106 @@
+"""Eval-mode descriptors for catalogue images, and the features.npz / trained-model files."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from reid.data.datasets import ImageDataset
+from reid.engine.checkpoint import atomic_write_text, load_tensors
+from reid.errors import UserError
+from reid.models import ModelSpec, build_model
+
+MODEL_WEIGHTS = "model.safetensors"
+MODEL_CONFIG = "model.json"
+
+
+@torch.inference_mode()
+def extract_descriptors(
+    model: nn.Module,
+    paths: list[Path],
+    img_size: int,
+    device: torch.device,
+    batch_size: int = 64,
+    flip_test: bool = False,
+    workers: int = 0,
+) -> np.ndarray:
+    """N×D float32 descriptors; with `flip_test`, N×2D: [image, its mirror] concatenated."""
+    model.eval()
+    loader = DataLoader(
+        ImageDataset(paths, img_size),
+        batch_size=batch_size,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+    )
+    chunks = []
+    for images in loader:
+        images = images.to(device, non_blocking=True)
+        with torch.autocast(
+            device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"
+        ):
+            descriptor = model(images)
+            if flip_test:
+                descriptor = torch.cat([descriptor, model(images.flip(3))], dim=1)
+        chunks.append(descriptor.float().cpu().numpy())
+    if not chunks:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+def save_features(path: Path, image_ids: list[str], features: np.ndarray) -> None:
+    """Write features.npz (DESIGN.md contract) atomically."""
+    buffer = io.BytesIO()
+    np.savez(
+        buffer, image_id=np.asarray(image_ids, dtype=str), features=features.astype(np.float32)
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(buffer.getvalue())
+    tmp.replace(path)
+
+
+def load_features(path: Path) -> tuple[list[str], np.ndarray]:
+    """Read features.npz with clear errors for a missing or malformed file."""
+    if not path.is_file():
+        raise UserError(f"features file {path} does not exist: run `reid extract` first")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            ids = [str(i) for i in data["image_id"]]
+            features = data["features"].astype(np.float32, copy=False)
+    except (KeyError, ValueError, OSError) as error:
+        raise UserError(
+            f"{path} is not a features file with image_id and features ({error})"
+        ) from None
+    if features.ndim != 2 or features.shape[0] != len(ids):
+        raise UserError(f"{path}: features have shape {features.shape} for {len(ids)} image ids")
+    return ids, features
+
+
+def save_trained_model(directory: Path, model: nn.Module, config: dict[str, Any]) -> None:
+    """Write model.safetensors (weights) and model.json (what built them) side by side."""
+    from reid.engine.checkpoint import save_tensors
+
+    save_tensors(directory / MODEL_WEIGHTS, model.state_dict())
+    atomic_write_text(directory / MODEL_CONFIG, json.dumps(config, indent=2))
+
+
+def load_trained_model(directory: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a trained model from its directory, in eval mode on `device`."""
+    config_path = directory / MODEL_CONFIG
+    if not config_path.is_file():
+        raise UserError(
+            f"{directory} holds no trained model ({MODEL_CONFIG} missing): run `reid train` first"
+        )
+    config = json.loads(config_path.read_text())
+    spec = ModelSpec(**{**config["model"], "pretrained": None})
+    model = build_model(spec, num_classes=config["num_classes"], num_parts=config["num_parts"])
+    tensors, _ = load_tensors(directory / MODEL_WEIGHTS)
+    model.load_state_dict(tensors)
+    return model.to(device).eval(), config

@@ -1,0 +1,212 @@
+"""Training engine: data pipeline invariants, exact resume, NaN stop, outputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from tiny_data import make_tiny_dataset, run_settings
+
+from reid.config import RunSettings
+from reid.data.datasets import TrainDataset
+from reid.data.part_maps import load_part_maps
+from reid.data.transforms import augment_pair
+from reid.engine import train as train_module
+from reid.engine.checkpoint import load_tensors
+from reid.engine.schedule import lr_at
+from reid.engine.train import CHECKPOINT, Trainer, TrainingDiverged, TrainInputs, read_history
+from reid.errors import UserError
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    return make_tiny_dataset(tmp_path)
+
+
+def inputs(tiny, out):
+    return TrainInputs(tiny.catalogue, tiny.root, tiny.masks, out)
+
+
+def test_lr_schedule_matches_the_paper():
+    args = dict(base_lr=8.5e-5, epochs=50, warmup_epochs=3, warmup_start_lr=1.7e-7, final_lr=6.8e-5)
+    assert lr_at(0, **args) == pytest.approx(1.7e-7)
+    assert lr_at(1, **args) == pytest.approx(1.7e-7 + (8.5e-5 - 1.7e-7) / 3)
+    assert lr_at(3, **args) == pytest.approx(8.5e-5)  # warm-up ends at the base rate
+    midpoint = 3 + (50 - 3) / 2
+    assert lr_at(int(midpoint), **args) < 8.5e-5
+    assert lr_at(50, **args) == pytest.approx(6.8e-5)  # cosine floor
+
+
+def test_mirrored_samples_are_new_identities_with_inverted_orientation(tiny):
+    maps = load_part_maps(tiny.masks)
+    rows = tiny.table[tiny.table["split"] == "train"]
+    dataset = TrainDataset(
+        rows, tiny.root, maps, img_size=32, mask_size=16, rotation=0, flip_as_new_identity=True
+    )
+    n = len(rows)
+    assert len(dataset) == 2 * n
+    assert dataset.num_classes == 2 * rows["identity"].nunique()
+    originals, mirrors = dataset.samples[:n], dataset.samples[n:]
+    for a, b in zip(originals, mirrors, strict=True):
+        assert a.image_id == b.image_id and b.mirrored and not a.mirrored
+        assert b.class_id == a.class_id + rows["identity"].nunique()
+        assert b.orientation == 1 - a.orientation
+    item_a, item_b = dataset[(0, 0)], dataset[(n, 0)]
+    torch.testing.assert_close(item_b["image"], item_a["image"].flip(-1))
+    torch.testing.assert_close(item_b["target_map"], item_a["target_map"].flip(-1))
+    assert item_a["label"] != item_b["label"]
+
+
+def test_augmentation_keeps_image_and_map_aligned():
+    rng = np.random.default_rng(0)
+    labels = np.zeros((64, 64), np.uint8)
+    labels[16:48, 8:32] = 1
+    labels[16:48, 32:56] = 2
+    palette = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255]], np.uint8)
+    image = palette[labels]  # the image shows its own map
+    for _ in range(5):
+        degrees = float(rng.uniform(-15, 15))
+        for mirror in (False, True):
+            out_image, out_map = augment_pair(
+                image, labels, 128, 64, mirror=mirror, degrees=degrees
+            )
+            small = out_image[1::2, 1::2]  # image pixel centres nearest to the map's
+            expected = palette[out_map]
+            agree = np.all(np.abs(small.astype(int) - expected.astype(int)) < 96, axis=-1)
+            assert agree.mean() > 0.97
+
+
+def test_visibility_follows_the_augmented_map(tiny):
+    maps = load_part_maps(tiny.masks)
+    rows = tiny.table[tiny.table["split"] == "train"]
+    dataset = TrainDataset(rows, tiny.root, maps, 32, 16, rotation=0, flip_as_new_identity=False)
+    dataset.maps.labels[dataset.samples[0].map_row][
+        dataset.maps.labels[dataset.samples[0].map_row] == 2
+    ] = 0
+    item = dataset[(0, 0)]
+    assert item["visibility"].tolist() == [True, False]
+
+
+def test_missing_maps_are_an_error_or_skipped(tiny, tmp_path):
+    shard = tiny.masks / "shard-0000-of-0001.npz"
+    with np.load(shard) as data:
+        arrays = {k: data[k] for k in data.files}
+    np.savez(shard, **{k: v[2:] for k, v in arrays.items()})
+    settings = RunSettings.from_dict(run_settings(epochs=1))
+    with pytest.raises(
+        UserError, match="2 of 24 training images have no part map from teacher abc123def456"
+    ):
+        Trainer(settings, inputs(tiny, tmp_path / "run"), device="cpu", workers=0, progress=False)
+    settings = RunSettings.from_dict(run_settings(epochs=1, skip_missing_maps=True))
+    trainer = Trainer(
+        settings, inputs(tiny, tmp_path / "run"), device="cpu", workers=0, progress=False
+    )
+    assert len(trainer.dataset) == 2 * 22
+
+
+def test_training_writes_model_history_and_checkpoint(tiny, tmp_path):
+    out = tmp_path / "run"
+    settings = RunSettings.from_dict(run_settings(epochs=2, eval_every=1))
+    config = Trainer(settings, inputs(tiny, out), device="cpu", workers=0, progress=False).fit()
+    assert (out / "model.safetensors").is_file()
+    saved = json.loads((out / "model.json").read_text())
+    assert saved == json.loads(json.dumps(config))
+    assert saved["num_parts"] == 2 and saved["teacher_id"] == "abc123def456"
+    history = read_history(out)
+    assert list(history["epoch"]) == [1, 2]
+    for column in (
+        "loss_total",
+        "loss_id",
+        "loss_triplet",
+        "loss_orientation",
+        "loss_segmentation",
+        "lr",
+        "eval_mAP",
+    ):
+        assert column in history.columns
+    assert np.isfinite(history["loss_total"]).all()
+    _, state = load_tensors(out / CHECKPOINT)
+    assert state["epoch"] == 1
+
+
+def test_resume_continues_exactly(tiny, tmp_path):
+    settings = RunSettings.from_dict(run_settings(epochs=3))
+    full = tmp_path / "full"
+    Trainer(settings, inputs(tiny, full), device="cpu", workers=0, progress=False).fit()
+
+    killed = tmp_path / "killed"
+    short = RunSettings.from_dict(run_settings(epochs=3))
+    trainer = Trainer(short, inputs(tiny, killed), device="cpu", workers=0, progress=False)
+    # Simulate a kill after the first epoch: run one epoch and its checkpoint, then drop the object.
+    lr = lr_at(0, 3e-4, 3, 1, 1e-5, 1e-4)
+    trainer.history.append(trainer.train_epoch(0, lr))
+    trainer.save_checkpoint(0)
+    del trainer
+
+    torch.manual_seed(12345)  # a different global RNG state must not matter after resume
+    Trainer(settings, inputs(tiny, killed), device="cpu", workers=0, progress=False).fit(
+        resume=True
+    )
+    a, b = read_history(full), read_history(killed)
+    np.testing.assert_allclose(a["loss_total"], b["loss_total"], rtol=1e-5)
+    weights_a, _ = load_tensors(full / "model.safetensors")
+    weights_b, _ = load_tensors(killed / "model.safetensors")
+    for key in weights_a:
+        torch.testing.assert_close(weights_a[key], weights_b[key], msg=key)
+
+
+def test_resume_refuses_other_settings(tiny, tmp_path):
+    out = tmp_path / "run"
+    Trainer(
+        RunSettings.from_dict(run_settings(epochs=1)),
+        inputs(tiny, out),
+        device="cpu",
+        workers=0,
+        progress=False,
+    ).fit()
+    other = RunSettings.from_dict(run_settings(epochs=1, seed=7))
+    with pytest.raises(UserError, match="other settings"):
+        Trainer(other, inputs(tiny, out), device="cpu", workers=0, progress=False).fit(resume=True)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    trainer = Trainer(
+        RunSettings.from_dict(run_settings(epochs=3)),
+        inputs(tiny, out),
+        device="cpu",
+        workers=0,
+        progress=False,
+    )
+    real = trainer._batch_losses
+    calls = {"n": 0}
+    steps_per_epoch = len(trainer.batches)
+
+    def poisoned(batch):
+        calls["n"] += 1
+        losses = real(batch)
+        if calls["n"] > steps_per_epoch:  # second epoch
+            losses["total"] = losses["total"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(trainer, "_batch_losses", poisoned)
+    with pytest.raises(TrainingDiverged, match="epoch 2, step 1.*--resume"):
+        trainer.fit()
+    _, state = load_tensors(out / CHECKPOINT)
+    assert state["epoch"] == 0
+    assert not (out / "model.safetensors").exists()
+
+
+def test_best_on_test_selects_the_best_evaluation(tiny, tmp_path, monkeypatch):
+    scores = iter([0.2, 0.9, 0.5])
+    monkeypatch.setattr(train_module.Trainer, "evaluate", lambda self: {"mAP": next(scores)})
+    out = tmp_path / "run"
+    settings = RunSettings.from_dict(run_settings(epochs=3, eval_every=1, select="best_on_test"))
+    config = Trainer(settings, inputs(tiny, out), device="cpu", workers=0, progress=False).fit()
+    assert config["selected_epoch"] == 2
+    best, _ = load_tensors(out / "checkpoint" / "best.safetensors")
+    final, _ = load_tensors(out / "model.safetensors")
+    for key in best:
+        torch.testing.assert_close(best[key], final[key])
