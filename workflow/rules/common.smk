@@ -1,0 +1,127 @@
+# Config validation and the small functions rules use to resolve a dataset's settings.
+# Logic that matters lives in the reid / pseudomasks packages; this file only wires names to paths.
+
+import copy
+import json
+import sys
+
+import jsonschema
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from pseudomasks.settings import teacher_id as compute_teacher_id
+
+
+def config_error(message):
+    """Stop with one line naming the config key and the fix (no traceback)."""
+    sys.exit(f"config error: {message}")
+
+
+def _validated(data, schema, where, set_default=True):
+    try:
+        validate(data, schema, set_default=set_default)
+    except WorkflowError as error:
+        cause = error.__context__  # snakemake formats the ValidationError into its message
+        if not isinstance(cause, jsonschema.ValidationError):
+            raise
+        cause = jsonschema.exceptions.best_match([cause]) or cause
+        path = " → ".join([where, *[str(p) for p in cause.absolute_path]])
+        if cause.validator == "additionalProperties":
+            allowed = sorted(cause.schema.get("properties", {}))
+            unknown = sorted(set(cause.instance) - set(allowed))
+            config_error(f"{path}: unknown key {', '.join(map(repr, unknown))} (allowed: {', '.join(allowed)})")
+        config_error(f"{path}: {cause.message}")
+
+
+_validated(config, "../schemas/config.schema.yaml", "config.yaml")
+for _kind in ("datasets", "models"):
+    for _name, _entry in config[_kind].items():
+        _validated(
+            copy.deepcopy(_entry.get("train", {})),
+            "../schemas/train.schema.yaml",
+            f"config.yaml → {_kind} → {_name} → train",
+            set_default=False,
+        )
+for _name, _dataset in config["datasets"].items():
+    for _section, _key in (("species", "species"), ("teachers", "teacher"), ("models", "model")):
+        if _dataset[_key] not in config[_section]:
+            config_error(
+                f"config.yaml → datasets → {_name} → {_key}: '{_dataset[_key]}' is not defined under {_section} "
+                f"(defined: {', '.join(sorted(config[_section]))})"
+            )
+for _name, _model in config["models"].items():
+    if "pretrained" in _model and _model["pretrained"] not in config["weights"]:
+        config_error(
+            f"config.yaml → models → {_name} → pretrained: '{_model['pretrained']}' is not defined under weights"
+        )
+
+DATASETS = sorted(config["datasets"])
+MODELS = sorted(config["models"])
+
+
+def dataset_root(dataset):
+    entry = config["datasets"][dataset]
+    if "root" in entry:
+        return entry["root"]
+    return f"results/{dataset}/data" if entry["adapter"] == "synthetic" else f"resources/{dataset}"
+
+
+def raw_dataset_input(wildcards):
+    """The dataset's files as an input (ancient: re-copying a dataset reruns nothing)."""
+    entry = config["datasets"][wildcards.dataset]
+    if entry["adapter"] == "synthetic":
+        return []
+    return ancient(dataset_root(wildcards.dataset))
+
+
+def teacher_settings(dataset):
+    """The resolved document `pseudomasks run` receives; its hash names the cache directory."""
+    entry = config["datasets"][dataset]
+    teacher = dict(config["teachers"][entry["teacher"]], name=entry["teacher"])
+    species = dict(config["species"][entry["species"]], name=entry["species"])
+    names = {m["weights"] for m in [*teacher["pose"], *teacher["segmentation"]] if "weights" in m}
+    if teacher["detector"] and "weights" in teacher["detector"]:
+        names.add(teacher["detector"]["weights"])
+    weights = {name: config["weights"][name] for name in sorted(names)}
+    return {"teacher": teacher, "species": species, "weights": weights}
+
+
+TEACHER_IDS = {dataset: compute_teacher_id(teacher_settings(dataset)) for dataset in DATASETS}
+
+
+def masks_dir(dataset):
+    return f"results/{dataset}/masks/{TEACHER_IDS[dataset]}"
+
+
+def mask_shards(wildcards):
+    shards = config["datasets"][wildcards.dataset]["mask_shards"]
+    return [f"{masks_dir(wildcards.dataset)}/shard-{i:04d}-of-{shards:04d}.npz" for i in range(shards)]
+
+
+def _merged(base, override):
+    merged = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def run_settings(dataset, model):
+    """Resolved `reid train` settings: train defaults ← dataset overrides ← model overrides."""
+    entry = config["datasets"][dataset]
+    spec = {k: v for k, v in config["models"][model].items() if k != "train"}
+    if "pretrained" in spec:
+        spec["pretrained"] = config["weights"][spec["pretrained"]]["path"]
+    train = _merged(_merged(config["train"], entry.get("train")), config["models"][model].get("train"))
+    return {
+        "model": spec,
+        "train": train,
+        "protocol": entry["protocol"],
+        "flip_test": entry["flip_test"],
+    }
+
+
+def settings_json(dataset, model):
+    return json.dumps(run_settings(dataset, model), sort_keys=True)
