@@ -17,18 +17,14 @@ import argparse
 import os
 import platform
 import resource
-import sys
 import time
 import tracemalloc
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from reid.evaluation import evaluate_features  # noqa: E402
+from reid.evaluation import evaluate_features
 
 RowMasks = Callable[[int], tuple[np.ndarray, np.ndarray]]
 """Query index -> (positive mask, junk mask) over the gallery, in gallery order."""

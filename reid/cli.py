@@ -95,7 +95,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     ids, features = load_features(Path(args.features))
     catalogue = read_catalogue(args.catalogue)
     gt = Path(args.atrw_gt) if args.atrw_gt else None
-    result = evaluate_features(features, ids, catalogue, args.protocol, atrw_gt=gt)
+    result = evaluate_features(
+        features,
+        ids,
+        catalogue,
+        args.protocol,
+        atrw_gt=gt,
+        with_rankings=args.submission is not None,
+    )
     if result.queries_without_match:
         logging.warning(
             "%d queries have no correct match in the gallery; they count AP 0",

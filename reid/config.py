@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from reid.errors import UserError
+from reid.evaluation import PROTOCOLS
 from reid.losses import LossConfig
 from reid.models import ModelSpec
-
-PROTOCOLS = ("atrw", "query-gallery", "all-vs-all")
 
 
 @dataclass(frozen=True)

@@ -460,6 +460,18 @@ def test_atrw_submission_is_every_other_image_by_distance(tmp_path: Path) -> Non
     json.dumps(submission)
 
 
+def test_submission_of_non_atrw_ids_is_a_user_error() -> None:
+    images = [
+        Image("tiger_a", "a", "test", (1.0, 0.0), camera="1_1", frame="1", group="sing"),
+        Image("tiger_b", "a", "test", (0.0, 1.0), camera="1_1", frame="9", group="multi"),
+    ]
+    features, ids = features_of(images)
+    result = evaluate_features(features, ids, catalogue_of(images), "atrw")
+
+    with pytest.raises(UserError, match="'tiger_a' is not an ATRW test id"):
+        atrw_submission(result)
+
+
 def test_submission_needs_rankings() -> None:
     images = [Image("x", "a", "test", (1.0, 0.0)), Image("y", "a", "test", (0.0, 1.0))]
     features, ids = features_of(images)

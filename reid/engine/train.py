@@ -318,7 +318,9 @@ class Trainer:
             flip_test=self.settings.flip_test,
             workers=self.workers,
         )
-        result = evaluate_features(features, list(rows["image_id"]), self.catalogue, protocol)
+        result = evaluate_features(
+            features, list(rows["image_id"]), self.catalogue, protocol, with_rankings=False
+        )
         return result.metrics
 
     # ----------------------------------------------------------------------------- the run

@@ -25,8 +25,9 @@ class EvaluationResult:
 
     ``rankings`` maps a query image id to all other gallery image ids, best first (the query
     itself left out); it is None unless rankings were requested. It is a read-only mapping that
-    builds each list on access (``dict(result.rankings)`` for a plain dict). ``queries_without_match``
-    counts queries with no positive in their gallery: they score AP 0, INP 0 and no rank hit.
+    builds each list on access (``dict(result.rankings)`` gives a plain dict).
+    ``queries_without_match`` counts queries with no positive in their gallery: they score AP 0,
+    INP 0 and no rank hit, and stay in every denominator.
     """
 
     metrics: dict

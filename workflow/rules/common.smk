@@ -21,7 +21,8 @@ def _validated(data, schema, where, set_default=True):
     try:
         validate(data, schema, set_default=set_default)
     except WorkflowError as error:
-        cause = error.__context__  # snakemake formats the ValidationError into its message
+        # snakemake formats the ValidationError into its message; the original is the context
+        cause = error.__context__
         if not isinstance(cause, jsonschema.ValidationError):
             raise
         cause = jsonschema.exceptions.best_match([cause]) or cause
@@ -29,7 +30,9 @@ def _validated(data, schema, where, set_default=True):
         if cause.validator == "additionalProperties":
             allowed = sorted(cause.schema.get("properties", {}))
             unknown = sorted(set(cause.instance) - set(allowed))
-            config_error(f"{path}: unknown key {', '.join(map(repr, unknown))} (allowed: {', '.join(allowed)})")
+            config_error(
+                f"{path}: unknown key {', '.join(map(repr, unknown))} (allowed: {', '.join(allowed)})"
+            )
         config_error(f"{path}: {cause.message}")
 
 
@@ -43,7 +46,11 @@ for _kind in ("datasets", "models"):
             set_default=False,
         )
 for _name, _dataset in config["datasets"].items():
-    for _section, _key in (("species", "species"), ("teachers", "teacher"), ("models", "model")):
+    for _section, _key in (
+        ("species", "species"),
+        ("teachers", "teacher"),
+        ("models", "model"),
+    ):
         if _dataset[_key] not in config[_section]:
             config_error(
                 f"config.yaml → datasets → {_name} → {_key}: '{_dataset[_key]}' is not defined under {_section} "
@@ -63,7 +70,11 @@ def dataset_root(dataset):
     entry = config["datasets"][dataset]
     if "root" in entry:
         return entry["root"]
-    return f"results/{dataset}/data" if entry["adapter"] == "synthetic" else f"resources/{dataset}"
+    return (
+        f"results/{dataset}/data"
+        if entry["adapter"] == "synthetic"
+        else f"resources/{dataset}"
+    )
 
 
 def raw_dataset_input(wildcards):
@@ -79,14 +90,20 @@ def teacher_settings(dataset):
     entry = config["datasets"][dataset]
     teacher = dict(config["teachers"][entry["teacher"]], name=entry["teacher"])
     species = dict(config["species"][entry["species"]], name=entry["species"])
-    names = {m["weights"] for m in [*teacher["pose"], *teacher["segmentation"]] if "weights" in m}
+    names = {
+        m["weights"]
+        for m in [*teacher["pose"], *teacher["segmentation"]]
+        if "weights" in m
+    }
     if teacher["detector"] and "weights" in teacher["detector"]:
         names.add(teacher["detector"]["weights"])
     weights = {name: config["weights"][name] for name in sorted(names)}
     return {"teacher": teacher, "species": species, "weights": weights}
 
 
-TEACHER_IDS = {dataset: compute_teacher_id(teacher_settings(dataset)) for dataset in DATASETS}
+TEACHER_IDS = {
+    dataset: compute_teacher_id(teacher_settings(dataset)) for dataset in DATASETS
+}
 
 
 def masks_dir(dataset):
@@ -95,7 +112,10 @@ def masks_dir(dataset):
 
 def mask_shards(wildcards):
     shards = config["datasets"][wildcards.dataset]["mask_shards"]
-    return [f"{masks_dir(wildcards.dataset)}/shard-{i:04d}-of-{shards:04d}.npz" for i in range(shards)]
+    return [
+        f"{masks_dir(wildcards.dataset)}/shard-{i:04d}-of-{shards:04d}.npz"
+        for i in range(shards)
+    ]
 
 
 def _merged(base, override):
@@ -114,7 +134,10 @@ def run_settings(dataset, model):
     spec = {k: v for k, v in config["models"][model].items() if k != "train"}
     if "pretrained" in spec:
         spec["pretrained"] = config["weights"][spec["pretrained"]]["path"]
-    train = _merged(_merged(config["train"], entry.get("train")), config["models"][model].get("train"))
+    train = _merged(
+        _merged(config["train"], entry.get("train")),
+        config["models"][model].get("train"),
+    )
     return {
         "model": spec,
         "train": train,

@@ -4,23 +4,23 @@ rule teacher_shard:
         catalogue=ancient("results/{dataset}/catalogue.csv"),
     output:
         "results/{dataset}/masks/{teacher_id}/shard-{shard}-of-{shards}.npz",
+    log:
+        "results/{dataset}/logs/teacher/{teacher_id}-{shard}-of-{shards}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/teacher/{teacher_id}-{shard}-of-{shards}.tsv"
+    conda:
+        "../../envs/teacher.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=240,
     params:
         settings=lambda wc: json.dumps(teacher_settings(wc.dataset), sort_keys=True),
         root=lambda wc: dataset_root(wc.dataset),
         out=lambda wc: f"results/{wc.dataset}/masks",
         shard=lambda wc: int(wc.shard),
         shards=lambda wc: int(wc.shards),
-    log:
-        "results/{dataset}/logs/teacher/{teacher_id}-{shard}-of-{shards}.log",
-    benchmark:
-        "results/{dataset}/benchmarks/teacher/{teacher_id}-{shard}-of-{shards}.tsv"
-    threads: 2
-    resources:
-        gpu=1,
-        mem_mb=8000,
-        runtime=240,
-    conda:
-        "../../envs/teacher.yaml"
     shell:
         "pseudomasks run --catalogue {input.catalogue:q} --root {params.root:q} "
         "--settings-json {params.settings:q} --out {params.out:q} "
@@ -34,18 +34,18 @@ rule teacher_index:
     output:
         index="results/{dataset}/masks/{teacher_id}/index.json",
         qc="results/{dataset}/masks/{teacher_id}/qc.json",
-    params:
-        masks=lambda wc: masks_dir(wc.dataset),
-        shards=lambda wc: config["datasets"][wc.dataset]["mask_shards"],
     log:
         "results/{dataset}/logs/teacher/{teacher_id}-index.log",
     benchmark:
         "results/{dataset}/benchmarks/teacher/{teacher_id}-index.tsv"
+    conda:
+        "../../envs/teacher.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../../envs/teacher.yaml"
+    params:
+        masks=lambda wc: masks_dir(wc.dataset),
+        shards=lambda wc: config["datasets"][wc.dataset]["mask_shards"],
     shell:
         "pseudomasks index --masks-dir {params.masks:q} --num-shards {params.shards} > {log:q} 2>&1"

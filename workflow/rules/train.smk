@@ -6,22 +6,22 @@ rule train:
     output:
         weights="results/{dataset}/{model}/model.safetensors",
         config="results/{dataset}/{model}/model.json",
-    params:
-        settings=lambda wc: settings_json(wc.dataset, wc.model),
-        root=lambda wc: dataset_root(wc.dataset),
-        masks=lambda wc: masks_dir(wc.dataset),
-        out=lambda wc: f"results/{wc.dataset}/{wc.model}",
     log:
         "results/{dataset}/logs/{model}/train.log",
     benchmark:
         "results/{dataset}/benchmarks/{model}/train.tsv"
+    conda:
+        "../../envs/student.yaml"
     threads: 2
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=1440,
-    conda:
-        "../../envs/student.yaml"
+    params:
+        settings=lambda wc: settings_json(wc.dataset, wc.model),
+        root=lambda wc: dataset_root(wc.dataset),
+        masks=lambda wc: masks_dir(wc.dataset),
+        out=lambda wc: f"results/{wc.dataset}/{wc.model}",
     shell:
         "reid train --settings-json {params.settings:q} --catalogue {input.catalogue:q} "
         "--root {params.root:q} --masks {params.masks:q} --out {params.out:q} "
@@ -35,20 +35,22 @@ rule extract:
         weights="results/{dataset}/{model}/model.safetensors",
     output:
         "results/{dataset}/{model}/features.npz",
-    params:
-        root=lambda wc: dataset_root(wc.dataset),
-        model_dir=lambda wc: f"results/{wc.dataset}/{wc.model}",
-        flip=lambda wc: "--flip-test" if config["datasets"][wc.dataset]["flip_test"] else "",
     log:
         "results/{dataset}/logs/{model}/extract.log",
     benchmark:
         "results/{dataset}/benchmarks/{model}/extract.tsv"
+    conda:
+        "../../envs/student.yaml"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=60,
-    conda:
-        "../../envs/student.yaml"
+    params:
+        root=lambda wc: dataset_root(wc.dataset),
+        model_dir=lambda wc: f"results/{wc.dataset}/{wc.model}",
+        flip=lambda wc: (
+            "--flip-test" if config["datasets"][wc.dataset]["flip_test"] else ""
+        ),
     shell:
         "reid extract --model-dir {params.model_dir:q} --catalogue {input.catalogue:q} "
         "--root {params.root:q} {params.flip} --workers {threads} --out {output:q} > {log:q} 2>&1"
@@ -62,19 +64,19 @@ rule evaluate:
         config="results/{dataset}/{model}/model.json",
     output:
         "results/{dataset}/{model}/metrics.json",
-    params:
-        protocol=lambda wc: config["datasets"][wc.dataset]["protocol"],
-        model_dir=lambda wc: f"results/{wc.dataset}/{wc.model}",
     log:
         "results/{dataset}/logs/{model}/evaluate.log",
     benchmark:
         "results/{dataset}/benchmarks/{model}/evaluate.tsv"
+    conda:
+        "../../envs/student.yaml"
     threads: 1
     resources:
         mem_mb=8000,
         runtime=60,
-    conda:
-        "../../envs/student.yaml"
+    params:
+        protocol=lambda wc: config["datasets"][wc.dataset]["protocol"],
+        model_dir=lambda wc: f"results/{wc.dataset}/{wc.model}",
     shell:
         "reid evaluate --features {input.features:q} --catalogue {input.catalogue:q} "
         "--protocol {params.protocol} --model-dir {params.model_dir:q} --out {output:q} > {log:q} 2>&1"
@@ -90,11 +92,11 @@ rule default_metrics:
         "results/{dataset}/logs/default_metrics.log",
     benchmark:
         "results/{dataset}/benchmarks/default_metrics.tsv"
+    conda:
+        "../../envs/student.yaml"
     threads: 1
     resources:
         mem_mb=100,
         runtime=1,
-    conda:
-        "../../envs/student.yaml"
     shell:
         "cp {input:q} {output:q} 2> {log:q}"
