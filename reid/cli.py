@@ -53,8 +53,6 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
-    import torch
-
     from reid.catalogue import read_catalogue
     from reid.engine.distributed import DistContext, resolve_device
     from reid.engine.extract import extract_descriptors, load_trained_model, save_features
@@ -67,7 +65,6 @@ def cmd_extract(args: argparse.Namespace) -> None:
         raise UserError(
             f"{args.catalogue} has no rows with split {' or '.join(args.splits)}: nothing to extract"
         )
-    torch.set_grad_enabled(False)
     started = time.perf_counter()
     features = extract_descriptors(
         model,
@@ -174,6 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(error: UserError) -> str:
+    """The user's message, also when a data-loader worker raised it (torch then prepends the
+    worker's traceback to the message and keeps the error type)."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    if len(lines) > 1 and any("Traceback" in line for line in lines):
+        return lines[-1].split(f"{UserError.__module__}.{UserError.__qualname__}: ", 1)[-1]
+    return " ".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -183,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except UserError as error:
-        print(f"reid: error: {error}", file=sys.stderr)
+        print(f"reid: error: {_one_line(error)}", file=sys.stderr)
         return 2
     return 0
 

@@ -115,7 +115,8 @@ def test_training_writes_model_history_and_checkpoint(tiny, tmp_path):
     assert saved == json.loads(json.dumps(config))
     assert saved["num_parts"] == 2 and saved["teacher_id"] == "abc123def456"
     history = read_history(out)
-    assert list(history["epoch"]) == [1, 2]
+    assert list(history["epoch"]) == [0, 1, 2]  # epoch 0: the untrained model's evaluation
+    assert np.isnan(history["loss_total"][0]) and np.isfinite(history["eval_mAP"][0])
     for column in (
         "loss_total",
         "loss_id",
@@ -126,7 +127,7 @@ def test_training_writes_model_history_and_checkpoint(tiny, tmp_path):
         "eval_mAP",
     ):
         assert column in history.columns
-    assert np.isfinite(history["loss_total"]).all()
+    assert np.isfinite(history["loss_total"][1:]).all()
     _, state = load_tensors(out / CHECKPOINT)
     assert state["epoch"] == 1
 
@@ -200,7 +201,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny, tmp_path, monkeypat
 
 
 def test_best_on_test_selects_the_best_evaluation(tiny, tmp_path, monkeypatch):
-    scores = iter([0.2, 0.9, 0.5])
+    scores = iter([0.95, 0.2, 0.9, 0.5])  # epoch 0 (untrained) is reported, never selected
     monkeypatch.setattr(train_module.Trainer, "evaluate", lambda self: {"mAP": next(scores)})
     out = tmp_path / "run"
     settings = RunSettings.from_dict(run_settings(epochs=3, eval_every=1, select="best_on_test"))

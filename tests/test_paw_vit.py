@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 from timm.layers import resample_abs_pos_embed
 
 from reid.errors import UserError
+from reid.losses import OrientationLoss, SegmentationLoss
 from reid.models import ModelSpec, PawViT, build_model
 
 K = 3
@@ -120,14 +121,16 @@ def test_bnneck_bias_is_frozen():
     assert not model.heads.bnneck.bias.requires_grad
 
 
-def test_gradients_reach_part_tokens_from_maps_and_orientation():
+def test_gradients_reach_part_tokens_from_segmentation_and_orientation_losses():
     model = small_paw().train()
     out = model(torch.randn(2, 3, 64, 64))
-    out.atm_maps[:, :K].sum().backward(retain_graph=True)
-    assert model.reg_token.grad[0, :K].abs().sum() > 0
+    target = torch.randint(0, K + 1, (2, 16, 16))
+    SegmentationLoss()(target, maps=out.atm_maps).backward(retain_graph=True)
+    assert (model.reg_token.grad[0, :K].abs().sum(dim=-1) > 0).all()  # every part token
     model.zero_grad()
-    out.orientation_logits.sum().backward()
-    assert model.reg_token.grad[0, :K].abs().sum() > 0
+    visible = torch.ones(2, K, dtype=torch.bool)
+    OrientationLoss()(out.orientation_logits, torch.tensor([0, 1]), visible).backward()
+    assert (model.reg_token.grad[0, :K].abs().sum(dim=-1) > 0).all()
 
 
 def test_loads_a_timm_vit_checkpoint_with_resampled_positions(tmp_path, caplog):

@@ -119,13 +119,14 @@ class TrainDataset(Dataset):
 class SeededBatches(Sampler[list[tuple[int, int]]]):
     """Attach a per-sample augmentation seed to each index of a batch sampler's batches.
 
-    Seeds are derived from (seed, epoch, batch, position), so they are fixed by the training
-    state alone. `start` is the number of batches of this epoch already consumed (for resume).
+    Seeds are derived from (seed, epoch, batch, rank, position), so they are fixed by the
+    training state alone. `start` is the number of batches of this epoch already consumed (for resume).
     """
 
-    def __init__(self, batch_sampler: Sampler[list[int]], seed: int) -> None:
+    def __init__(self, batch_sampler: Sampler[list[int]], seed: int, rank: int = 0) -> None:
         self.batch_sampler = batch_sampler
         self.seed = seed
+        self.rank = rank  # under DDP each rank draws its own seeds for its own batches
         self.epoch = 0
         self.start = 0
 
@@ -138,7 +139,7 @@ class SeededBatches(Sampler[list[tuple[int, int]]]):
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for number, batch in enumerate(self.batch_sampler, start=self.start):
-            rng = np.random.default_rng([self.seed, self.epoch, number])
+            rng = np.random.default_rng([self.seed, self.epoch, number, self.rank])
             seeds = rng.integers(0, 2**63 - 1, size=len(batch))
             yield [(int(i), int(s)) for i, s in zip(batch, seeds, strict=True)]
 

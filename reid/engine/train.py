@@ -145,7 +145,7 @@ class Trainer:
             num_replicas=self.ctx.world_size,
             rank=self.ctx.rank,
         )
-        self.batches = SeededBatches(self.sampler, train.seed)
+        self.batches = SeededBatches(self.sampler, train.seed, self.ctx.rank)
         self.loader = DataLoader(
             self.dataset,
             batch_sampler=self.batches,
@@ -157,6 +157,7 @@ class Trainer:
         self.best_metric = -math.inf
         self.best_epoch: int | None = None
         self.start_epoch = 0
+        self.tensorboard = self._open_tensorboard() if self.ctx.is_main else None
 
     def model_core_no_decay(self) -> set[str]:
         """Position embeddings and tokens are not decayed (timm's convention)."""
@@ -330,6 +331,11 @@ class Trainer:
         if resume and self.load_checkpoint():
             _logger.info("resuming after epoch %d", self.start_epoch)
         started = time.perf_counter()
+        if self.ctx.is_main and train.eval_every > 0 and self.start_epoch == 0:
+            # The untrained model's metrics, as epoch 0: what training has to beat.
+            row = {"epoch": 0, **_flatten(self.evaluate())}
+            self.history.append(row)
+            self._log_row(row)
         for epoch in range(self.start_epoch, train.epochs):
             lr = lr_at(
                 epoch,
@@ -351,8 +357,7 @@ class Trainer:
                         save_tensors(self.inputs.out / BEST_WEIGHTS, self.model_core.state_dict())
             self.history.append(row)
             if self.ctx.is_main:
-                _logger.info("epoch %d: %s", epoch + 1, _format_row(row))
-                self._write_history()
+                self._log_row(row)
             self.save_checkpoint(epoch)
             self.ctx.barrier()
         return self._finish(time.perf_counter() - started)
@@ -384,6 +389,23 @@ class Trainer:
             save_trained_model(self.inputs.out, self.model_core, config)
         self.ctx.barrier()
         return config
+
+    def _open_tensorboard(self) -> Any:
+        """A SummaryWriter in {out}/tensorboard when the tensorboard package is installed."""
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # optional: the history CSV always has the same numbers
+            return None
+        return SummaryWriter(str(self.inputs.out / "tensorboard"))
+
+    def _log_row(self, row: dict[str, Any]) -> None:
+        _logger.info("epoch %d: %s", row["epoch"], _format_row(row))
+        self._write_history()
+        if self.tensorboard is not None:
+            for key, value in row.items():
+                if key != "epoch" and isinstance(value, (int, float)):
+                    self.tensorboard.add_scalar(key, value, row["epoch"])
+            self.tensorboard.flush()
 
     def _write_history(self) -> None:
         columns: list[str] = []
