@@ -44,12 +44,34 @@ def prepare(folder: Path, identities: int) -> tuple[Path, Path, Path]:
     data, catalogue, masks = folder / "data", folder / "catalogue.csv", folder / "masks"
     options = f'{{"identities": {identities}, "encounters": 3, "images_per_encounter": 2, "test_fraction": 0.0}}'
     subprocess.run(
-        [bin_dir / "reid", "catalogue", "--adapter", "synthetic", "--root", data, "--options-json", options, "--out", catalogue],
+        [
+            bin_dir / "reid",
+            "catalogue",
+            "--adapter",
+            "synthetic",
+            "--root",
+            data,
+            "--options-json",
+            options,
+            "--out",
+            catalogue,
+        ],
         check=True,
         capture_output=True,
     )
     subprocess.run(
-        [bin_dir / "pseudomasks", "run", "--catalogue", catalogue, "--root", data, "--settings-json", SETTINGS, "--out", masks],
+        [
+            bin_dir / "pseudomasks",
+            "run",
+            "--catalogue",
+            catalogue,
+            "--root",
+            data,
+            "--settings-json",
+            SETTINGS,
+            "--out",
+            masks,
+        ],
         check=True,
         capture_output=True,
     )
@@ -60,7 +82,9 @@ def prepare(folder: Path, identities: int) -> tuple[Path, Path, Path]:
 def loader_rate(dataset: TrainDataset, workers: int, epochs: int) -> float:
     sampler = PKSampler(dataset.class_ids, p=8, k=16, seed=0)
     batches = SeededBatches(sampler, seed=0)
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers, persistent_workers=workers > 0)
+    loader = DataLoader(
+        dataset, batch_sampler=batches, num_workers=workers, persistent_workers=workers > 0
+    )
     images = 0
     start = time.perf_counter()
     for epoch in range(epochs):
@@ -72,7 +96,9 @@ def loader_rate(dataset: TrainDataset, workers: int, epochs: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--img-size", type=int, default=256)
     parser.add_argument("--identities", type=int, default=32)
@@ -97,7 +123,9 @@ def main() -> None:
         print(f"decode only (1 process):           {decode:8.1f} images/s")
         for workers in sorted({0, args.workers}):
             rate = loader_rate(dataset, workers, args.epochs)
-            print(f"training loader, {workers} workers:        {rate:8.1f} images/s  ({rate / decode:.2f}× decode)")
+            print(
+                f"training loader, {workers} workers:        {rate:8.1f} images/s  ({rate / decode:.2f}× decode)"
+            )
 
 
 if __name__ == "__main__":
