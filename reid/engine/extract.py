@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from reid.data.datasets import ImageDataset
-from reid.engine.checkpoint import atomic_write_text, load_tensors
+from reid.engine.checkpoint import atomic_write_text, load_tensors, save_tensors
 from reid.errors import UserError
 from reid.models import ModelSpec, build_model
 
@@ -85,8 +85,6 @@ def load_features(path: Path) -> tuple[list[str], np.ndarray]:
 
 def save_trained_model(directory: Path, model: nn.Module, config: dict[str, Any]) -> None:
     """Write model.safetensors (weights) and model.json (what built them) side by side."""
-    from reid.engine.checkpoint import save_tensors
-
     save_tensors(directory / MODEL_WEIGHTS, model.state_dict())
     atomic_write_text(directory / MODEL_CONFIG, json.dumps(config, indent=2))
 

@@ -96,8 +96,6 @@ class Trainer:
         self.workers = workers
         self.progress = progress and self.ctx.is_main
         train = settings.train
-        torch.manual_seed(train.seed)  # identical initial weights on every rank
-
         catalogue = read_catalogue(inputs.catalogue)
         self.catalogue = catalogue
         rows = catalogue[catalogue["split"] == "train"]
@@ -109,18 +107,16 @@ class Trainer:
         keep = self.maps.select(list(rows["image_id"]), train.skip_missing_maps)
         rows = rows[rows["image_id"].isin(set(keep))]
         spec = settings.model
-        self.model_core = build_model(spec, num_classes=0, num_parts=self.maps.num_parts)
-        mask_size = getattr(self.model_core, "mask_size", self.maps.labels.shape[-1])
         self.dataset = TrainDataset(
             rows,
             inputs.root,
             self.maps,
             img_size=spec.img_size,
-            mask_size=mask_size,
+            mask_size=spec.resolved_mask_size,
             rotation=train.rotation,
             flip_as_new_identity=train.flip_as_new_identity,
         )
-        torch.manual_seed(train.seed)
+        torch.manual_seed(train.seed)  # identical initial weights on every rank
         self.model_core = build_model(spec, self.dataset.num_classes, self.maps.num_parts).to(
             self.device
         )
@@ -133,9 +129,8 @@ class Trainer:
             self.model = DistributedDataParallel(
                 self.model_core, device_ids=ids, find_unused_parameters=not all_used
             )
-        groups = param_groups_weight_decay(
-            self.model_core, train.weight_decay, self.model_core_no_decay()
-        )
+        no_decay = getattr(self.model_core, "no_weight_decay", lambda: set())()
+        groups = param_groups_weight_decay(self.model_core, train.weight_decay, set(no_decay))
         self.optimizer = torch.optim.AdamW(groups, lr=train.lr)
         self.sampler = PKSampler(
             self.dataset.class_ids,
@@ -158,11 +153,6 @@ class Trainer:
         self.best_epoch: int | None = None
         self.start_epoch = 0
         self.tensorboard = self._open_tensorboard() if self.ctx.is_main else None
-
-    def model_core_no_decay(self) -> set[str]:
-        """Position embeddings and tokens are not decayed (timm's convention)."""
-        fn = getattr(self.model_core, "no_weight_decay", None)
-        return set(fn()) if fn else set()
 
     # ----------------------------------------------------------------------------- checkpoints
     def _state(self, epoch: int) -> dict[str, Any]:

@@ -36,6 +36,11 @@ class ModelSpec:
     def part_aware(self) -> bool:
         return self.arch.startswith("paw_vit")
 
+    @property
+    def resolved_mask_size(self) -> int:
+        """Side of the ATM maps and training targets: img_size / 4 unless set (paper §3.2)."""
+        return self.mask_size or self.img_size // 4
+
 
 def build_model(spec: ModelSpec, num_classes: int, num_parts: int) -> nn.Module:
     """Create the model of `spec` with `num_classes` training identities and `num_parts` parts."""
@@ -59,7 +64,7 @@ def build_model(spec: ModelSpec, num_classes: int, num_parts: int) -> nn.Module:
             num_parts=num_parts,
             num_classes=num_classes,
             img_size=spec.img_size,
-            mask_size=spec.mask_size,
+            mask_size=spec.resolved_mask_size,
             orientation_bnneck=spec.orientation_bnneck,
             **kwargs,
         )
