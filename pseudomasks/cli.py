@@ -1,4 +1,4 @@
-"""The ``pseudomasks`` console script: run | index | teacher-id | show.
+"""The ``pseudomasks`` console script: run | index | teacher-id | show | fetch-weights.
 
 Every :class:`UserError` ends the command with one line ``pseudomasks: error: ...`` on stderr
 and exit code 2; anything else is a bug and keeps its traceback.
@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--root", type=Path, required=True)
     show.add_argument("--out", type=Path, required=True, help="PNG to write")
     show.add_argument("--n", type=int, default=24, help="number of images (default 24)")
+
+    fetch = sub.add_parser(
+        "fetch-weights", help="download the settings' missing weights files (needs internet)"
+    )
+    _add_settings(fetch)
     return parser
 
 
@@ -86,6 +91,15 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         drawn = write_contact_sheet(args.masks_dir, args.catalogue, args.root, args.out, args.n)
         log.info("%s: %d images", args.out, drawn)
+    elif args.command == "fetch-weights":
+        from pseudomasks.weights import fetch_weights
+
+        weights = read_settings(args.settings, args.settings_json).weights
+        failures = fetch_weights(weights)
+        for failure in failures:
+            log.error("error: %s", failure)
+        if failures:
+            raise UserError(f"{len(failures)} of {len(weights)} weights files are not usable")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

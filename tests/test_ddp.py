@@ -43,4 +43,4 @@ def test_two_gloo_processes_train_and_agree_on_weights(tmp_path):
     config = json.loads((out / "model.json").read_text())
     assert config["world_size"] == 2
     history = (out / "history.csv").read_text().splitlines()
-    assert len(history) == 3  # header + 2 epochs, written once (rank 0)
+    assert len(history) == 4  # header, the untrained evaluation, 2 epochs; written once (rank 0)

@@ -10,21 +10,33 @@ import importlib
 
 from pseudomasks.errors import UserError
 from pseudomasks.members.base import Member, PoseMember, SegmentationMember
+from pseudomasks.members.detection import DetectorMember
 
 POSE_MEMBERS: dict[str, str] = {
     "annotations": "pseudomasks.members.annotations:AnnotationPose",
+    "ultralytics_pose": "pseudomasks.members.ultralytics_pose:UltralyticsPose",
 }
 
 SEGMENTATION_MEMBERS: dict[str, str] = {
     "annotations": "pseudomasks.members.annotations:AnnotationSilhouette",
     "grabcut": "pseudomasks.members.grabcut:GrabCut",
+    "yolo_seg": "pseudomasks.members.yolo_seg:YoloSeg",
+    "sam": "pseudomasks.members.sam:SamSegmentation",
 }
 
-_KINDS: dict[str, dict[str, str]] = {"pose": POSE_MEMBERS, "segmentation": SEGMENTATION_MEMBERS}
+DETECTOR_MEMBERS: dict[str, str] = {
+    "yolo_detect": "pseudomasks.members.yolo_detect:YoloDetect",
+}
+
+_KINDS: dict[str, dict[str, str]] = {
+    "pose": POSE_MEMBERS,
+    "segmentation": SEGMENTATION_MEMBERS,
+    "detector": DETECTOR_MEMBERS,
+}
 
 
 def member_class(kind: str, name: str, where: str) -> type[Member]:
-    """The class of member ``name`` of ``kind`` ('pose' or 'segmentation')."""
+    """The class of member ``name`` of ``kind`` ('pose', 'segmentation' or 'detector')."""
     table = _KINDS[kind]
     if name not in table:
         raise UserError(
@@ -45,4 +57,10 @@ def segmentation_member_class(name: str, where: str) -> type[SegmentationMember]
     assert issubclass(cls, SegmentationMember), (
         f"{SEGMENTATION_MEMBERS[name]} is not a SegmentationMember"
     )
+    return cls
+
+
+def detector_member_class(name: str, where: str) -> type[DetectorMember]:
+    cls = member_class("detector", name, where)
+    assert issubclass(cls, DetectorMember), f"{DETECTOR_MEMBERS[name]} is not a DetectorMember"
     return cls
