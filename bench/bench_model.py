@@ -28,19 +28,23 @@ NUM_PARTS = 5
 NUM_CLASSES = 200
 
 
-def timed(fn, device: torch.device, repeats: int) -> float:
-    """Median seconds of `fn()` over `repeats` runs after one warm-up."""
-    fn()
-    times = []
+def timed_pair(fn_a, fn_b, device: torch.device, repeats: int) -> tuple[float, float]:
+    """Best (minimum) seconds of `fn_a()` and `fn_b()` over `repeats` runs, run alternately after
+    a warm-up of each, so that a load change on the machine affects both sides alike. The minimum
+    is the run least disturbed by other processes (timeit's convention)."""
+    fn_a()
+    fn_b()
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+        for fn, bucket in ((fn_a, times[0]), (fn_b, times[1])):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            bucket.append(time.perf_counter() - start)
+    return min(times[0]), min(times[1])
 
 
 def bench_size(size: str, batch: int, repeats: int, device: torch.device) -> dict[str, float]:
@@ -62,8 +66,7 @@ def bench_size(size: str, batch: int, repeats: int, device: torch.device) -> dic
         with torch.autocast(**autocast):
             model(x)
 
-    paw_infer = timed(lambda: infer(paw), device, repeats)
-    vit_infer = timed(lambda: infer(plain), device, repeats)
+    paw_infer, vit_infer = timed_pair(lambda: infer(paw), lambda: infer(plain), device, repeats)
 
     paw.train()
     vit.train()
@@ -100,8 +103,7 @@ def bench_size(size: str, batch: int, repeats: int, device: torch.device) -> dic
         losses["total"].backward()
         vit_opt.step()
 
-    paw_train = timed(paw_step, device, repeats)
-    vit_train = timed(vit_step, device, repeats)
+    paw_train, vit_train = timed_pair(paw_step, vit_step, device, repeats)
     return {
         "paw_img_s": batch / paw_infer,
         "vit_img_s": batch / vit_infer,

@@ -193,7 +193,10 @@ def _weights(raw: Any) -> dict[str, WeightsSpec]:
     out = {}
     for name, entry in raw.items():
         if not isinstance(entry, Mapping) or not isinstance(entry.get("sha256"), str):
-            raise UserError(f"settings: weights.{name} needs a 'sha256' string (and path, url)")
+            raise UserError(
+                f"weights '{name}' has no sha256: add `sha256: <sha256sum of the file>` to it in "
+                "config.yaml, so that the teacher id changes when the weights do"
+            )
         out[name] = WeightsSpec(
             path=str(entry.get("path", "")), sha256=entry["sha256"], url=str(entry.get("url", ""))
         )
