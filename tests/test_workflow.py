@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from atrw_tree import make_atrw_tree
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -30,24 +31,28 @@ def write_config(workdir: Path, config: dict) -> None:
     (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
+def tiny_training(config: dict, dataset: str, model: str) -> None:
+    """Two epochs of the tiny model at 32×32: enough to run every rule, not to learn."""
+    config["datasets"][dataset]["train"] = {
+        "epochs": 2,
+        "eval_every": 0,
+        "batch": {"identities": 3, "images": 2},
+        "schedule": {"warmup_epochs": 1},
+    }
+    config["models"][model]["img_size"] = 32
+
+
 def small_config(tmp_path: Path) -> None:
     """The shipped config with a demo small enough for a test (the keys users edit)."""
     config = shipped_config()
-    demo = config["datasets"]["demo"]
-    demo["options"] = {
+    config["datasets"]["demo"]["options"] = {
         "identities": 6,
         "encounters": 2,
         "images_per_encounter": 1,
         "test_fraction": 0.5,
         "seed": 0,
     }
-    demo["train"] = {
-        "epochs": 2,
-        "eval_every": 0,
-        "batch": {"identities": 3, "images": 2},
-        "schedule": {"warmup_epochs": 1},
-    }
-    config["models"]["paw_vit_demo"]["img_size"] = 32
+    tiny_training(config, "demo", "paw_vit_demo")
     write_config(tmp_path, config)
 
 
@@ -107,3 +112,49 @@ def test_demo_dag_end_to_end_then_nothing_to_do(tmp_path):
     again = snakemake(tmp_path, "-n", "results/demo/metrics.json")
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_atrw_as_users_run_it(tmp_path):
+    """The real results/atrw rules on a miniature ATRW tree in the official formats."""
+    atrw = make_atrw_tree(tmp_path)
+    config = shipped_config()
+    config["datasets"]["atrw"].update(root=str(atrw), model="paw_vit_demo", flip_test=True)
+    tiny_training(config, "atrw", "paw_vit_demo")
+    write_config(tmp_path, config)
+    run = snakemake(tmp_path, "--cores", "2", "results/atrw/metrics.json")
+    assert run.returncode == 0, run.stderr[-3000:]
+    metrics = json.loads((tmp_path / "results/atrw/metrics.json").read_text())
+    for group in ("single_cam", "cross_cam"):
+        assert set(metrics[group]) >= {"mAP", "rank1", "rank5"}
+        assert 0.0 <= metrics[group]["mAP"] <= 1.0
+    assert metrics["mmAP"] == pytest.approx(
+        (metrics["single_cam"]["mAP"] + metrics["cross_cam"]["mAP"]) / 2
+    )
+    assert metrics["provenance"]["K"] == 5  # the tiger's parts
+
+
+@pytest.mark.slow
+def test_a_new_species_needs_only_config(tmp_path):
+    """A second species with another K (yak: no tail, K = 4) through the whole DAG."""
+    config = shipped_config()
+    config["datasets"]["yaks"] = {
+        "adapter": "synthetic",
+        "options": {
+            "identities": 6,
+            "encounters": 2,
+            "images_per_encounter": 1,
+            "test_fraction": 0.5,
+        },
+        "species": "yak",
+        "teacher": "ground_truth",
+        "model": "paw_vit_demo",
+        "protocol": "all-vs-all",
+    }
+    tiny_training(config, "yaks", "paw_vit_demo")
+    write_config(tmp_path, config)
+    run = snakemake(tmp_path, "--cores", "2", "results/yaks/metrics.json")
+    assert run.returncode == 0, run.stderr[-3000:]
+    metrics = json.loads((tmp_path / "results/yaks/metrics.json").read_text())
+    assert metrics["provenance"]["K"] == 4
+    assert metrics["provenance"]["part_names"] == ["hind_legs", "body", "front_legs", "head"]
