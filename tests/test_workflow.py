@@ -132,6 +132,28 @@ def test_atrw_as_users_run_it(tmp_path):
         (metrics["single_cam"]["mAP"] + metrics["cross_cam"]["mAP"]) / 2
     )
     assert metrics["provenance"]["K"] == 5  # the tiger's parts
+    # The official submission file, re-scorable with the ATRW tool: every query, full rankings.
+    submission = tmp_path / "submission.json"
+    args = [
+        "--features",
+        "results/atrw/paw_vit_demo/features.npz",
+        "--catalogue",
+        "results/atrw/catalogue.csv",
+    ]
+    args += ["--protocol", "atrw", "--atrw-gt", str(atrw / "gt_test_plain.json")]
+    args += ["--out", str(tmp_path / "again.json"), "--submission", str(submission)]
+    rescored = subprocess.run(
+        [str(BIN / "reid"), "evaluate", *args], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert rescored.returncode == 0, rescored.stderr
+    entries = json.loads(submission.read_text())
+    imgids = {e["imgid"] for e in json.loads((atrw / "gt_test_plain.json").read_text())}
+    assert {e["query_id"] for e in entries} == imgids
+    for entry in entries:
+        assert sorted(entry["ans_ids"]) == sorted(imgids - {entry["query_id"]})
+    assert json.loads((tmp_path / "again.json").read_text())["mmAP"] == pytest.approx(
+        metrics["mmAP"]
+    )
 
 
 @pytest.mark.slow
