@@ -5,9 +5,12 @@ A shard ``shard-{i:04d}-of-{n:04d}.npz`` (numpy, no pickles) holds, for the n ma
 ``image_id`` (str), ``labels`` (n×S×S uint8; 0 background, 1..K parts), ``visibility``
 (n×K bool), ``orientation`` (str, ''/'left'/'right'), ``orientation_source``
 ('catalogue'/'estimated'/''), ``keypoint_confidence`` (float, NaN without keypoints),
-``foreground_fraction`` (float), and the images that got no map: ``failed_image_id``,
-``failed_reason`` (str). ``index.json`` maps image_id → shard file name and is written last,
-by ``pseudomasks index``, so its presence means the cache is complete.
+``foreground_fraction`` (float), ``detector_box`` (n×4 float: the crop ``x0, y0, x1, y1``,
+ends exclusive, in image pixels that the pixel-reading members saw; NaN where no detector box
+was used, i.e. no ``teacher.detector`` or no animal found, so the image was processed whole),
+and the images that got no map: ``failed_image_id``, ``failed_reason`` (str). ``index.json``
+maps image_id → shard file name and is written last, by ``pseudomasks index``, so its presence
+means the cache is complete.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import pseudomasks
 from pseudomasks.atomic import atomic_open, write_json
 from pseudomasks.errors import UserError
 from pseudomasks.fusion import FUSION_VERSION
+from pseudomasks.members.detection import CropBox
 from pseudomasks.settings import Settings
 from pseudomasks.teacher import ImageFailure, ImageResult
 
@@ -39,6 +43,9 @@ SHARD_ARRAYS = (
     "failed_image_id",
     "failed_reason",
 )
+DETECTOR_BOX = "detector_box"
+"""Read apart from SHARD_ARRAYS: shards written before detectors existed lack it, and no box was
+used for any of their images, so it reads as all-NaN instead of forcing a recompute."""
 TEACHER_JSON = "teacher.json"
 INDEX_JSON = "index.json"
 QC_JSON = "qc.json"
@@ -73,6 +80,9 @@ def write_shard(
             [r.part_map.keypoint_confidence for r in results], dtype=np.float64
         ),
         "foreground_fraction": np.array([r.foreground_fraction for r in results], np.float64),
+        DETECTOR_BOX: np.array([_box_row(r.detector_box) for r in results], np.float64).reshape(
+            -1, 4
+        ),
         "failed_image_id": _strings([f.image_id for f in failures]),
         "failed_reason": _strings([f.reason for f in failures]),
     }
@@ -80,11 +90,20 @@ def write_shard(
         np.savez_compressed(handle, **arrays)
 
 
+def _box_row(box: CropBox | None) -> list[float]:
+    return [np.nan] * 4 if box is None else [box.x0, box.y0, box.x1, box.y1]
+
+
 def read_shard(path: Path) -> dict[str, np.ndarray]:
     """All arrays of a shard; UserError if it is missing, corrupt or lacks an array."""
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in SHARD_ARRAYS}
+            arrays[DETECTOR_BOX] = (
+                data[DETECTOR_BOX]
+                if DETECTOR_BOX in data.files
+                else np.full((len(arrays["image_id"]), 4), np.nan)
+            )
     except FileNotFoundError as exc:
         raise UserError(f"shard {path}: missing; run 'pseudomasks run' for it") from exc
     except (OSError, ValueError, KeyError) as exc:

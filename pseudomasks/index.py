@@ -1,8 +1,9 @@
 """Closing a cache: check every shard is there, write ``qc.json`` and ``index.json``.
 
 ``qc.json`` is what a person reads to judge the teacher before training on its maps: how often
-each part is seen, how often the foreground is empty, how confident the keypoints were, which
-images failed and why.
+each part is seen, how often the foreground is empty, how confident the keypoints were, how
+often the detector found the animal (the others were processed uncropped), which images failed
+and why.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from typing import Any
 import numpy as np
 
 from pseudomasks.atomic import write_json
-from pseudomasks.cache import INDEX_JSON, QC_JSON, read_shard, read_teacher_json, shard_name
+from pseudomasks.cache import (
+    DETECTOR_BOX,
+    INDEX_JSON,
+    QC_JSON,
+    read_shard,
+    read_teacher_json,
+    shard_name,
+)
 from pseudomasks.errors import UserError
 
 
@@ -31,7 +39,7 @@ def build_index(teacher_dir: Path, num_shards: int) -> dict[str, Any]:
             "run 'pseudomasks run' for them"
         )
     index: dict[str, str] = {}
-    visibility, fg_fraction, kp_conf, sources = [], [], [], []
+    visibility, fg_fraction, kp_conf, boxes, sources = [], [], [], [], []
     failed: list[dict[str, str]] = []
     for name in names:
         arrays = read_shard(teacher_dir / name)
@@ -50,6 +58,7 @@ def build_index(teacher_dir: Path, num_shards: int) -> dict[str, Any]:
         visibility.append(arrays["visibility"])
         fg_fraction.append(arrays["foreground_fraction"])
         kp_conf.append(arrays["keypoint_confidence"])
+        boxes.append(arrays[DETECTOR_BOX])
         sources.extend(arrays["orientation_source"].tolist())
         failed.extend(
             {"image_id": i, "reason": r}
@@ -61,6 +70,7 @@ def build_index(teacher_dir: Path, num_shards: int) -> dict[str, Any]:
     fg = np.concatenate(fg_fraction)
     conf = np.concatenate(kp_conf)
     with_kp = conf[np.isfinite(conf)]
+    found = int(np.isfinite(np.concatenate(boxes)).all(axis=1).sum())
     n = len(index)
     qc = {
         "teacher_id": teacher["teacher_id"],
@@ -71,6 +81,8 @@ def build_index(teacher_dir: Path, num_shards: int) -> dict[str, Any]:
         "mean_foreground_fraction": float(fg.mean()) if n else None,
         "maps_from_keypoints": int(len(with_kp)),
         "mean_keypoint_confidence": float(with_kp.mean()) if len(with_kp) else None,
+        # share of maps whose image had a detector box; null for a teacher without a detector
+        "detector_found_rate": _share(found, n) if teacher["identity"]["detector"] else None,
         "orientation_source": {
             "catalogue": sources.count("catalogue"),
             "estimated": sources.count("estimated"),

@@ -41,7 +41,7 @@ TEACHER_KEYS = {
 
 @dataclass(frozen=True)
 class MemberSpec:
-    """One ensemble member: ``kind`` 'pose'/'segmentation', registry ``name``, full options."""
+    """One member: ``kind`` 'pose'/'segmentation'/'detector', registry ``name``, full options."""
 
     kind: str
     name: str
@@ -60,7 +60,7 @@ class Settings:
     segmentation: tuple[MemberSpec, ...]
     combine: str
     fallback: str | None
-    detector: str | None
+    detector: MemberSpec | None
     confidence: float
     species: Species
     weights: Mapping[str, WeightsSpec]
@@ -75,7 +75,9 @@ class Settings:
             "segmentation": [m.to_json() for m in self.segmentation],
             "combine": self.combine,
             "fallback": self.fallback,
-            "detector": self.detector,
+            # null stays null, so teachers without a detector keep the ids they had before
+            # detectors existed
+            "detector": self.detector.to_json() if self.detector else None,
             "species": self.species.to_json(),
             "weights": {name: w.sha256 for name, w in sorted(self.weights.items())},
         }
@@ -140,15 +142,11 @@ def parse_settings(doc: Mapping[str, Any]) -> Settings:
         )
     if fallback == "silhouette_template":
         template_regions(species)
-    detector = teacher.get("detector")
-    if detector is not None:
-        raise UserError(
-            f"settings: teacher.detector {detector!r}: no detector members exist yet; set it to null"
-        )
     pose = _members("pose", teacher.get("pose", []))
     segmentation = _members("segmentation", teacher.get("segmentation"))
     if not segmentation:
         raise UserError("settings: teacher.segmentation needs at least one member")
+    detector = _detector(teacher.get("detector"), (*pose, *segmentation))
     if not pose and fallback is None:
         raise UserError(
             "settings: teacher has no pose members and fallback is null, so no image could get "
@@ -175,16 +173,32 @@ def _members(kind: str, raw: Any) -> tuple[MemberSpec, ...]:
         return ()
     if isinstance(raw, (str, Mapping)) or not isinstance(raw, Sequence):
         raise UserError(f"settings: teacher.{kind} must be a list of {{member: name, ...options}}")
-    specs = []
-    for i, entry in enumerate(raw):
-        where = f"settings: teacher.{kind}[{i}]"
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("member"), str):
-            raise UserError(f"{where}: needs 'member: <name>'")
-        name = entry["member"]
-        cls = member_class(kind, name, where)
-        options = {k: v for k, v in entry.items() if k != "member"}
-        specs.append(MemberSpec(kind, name, cls.resolve_options(options, f"{where} ({name})")))
-    return tuple(specs)
+    return tuple(
+        _member(kind, entry, f"settings: teacher.{kind}[{i}]") for i, entry in enumerate(raw)
+    )
+
+
+def _detector(raw: Any, members: Sequence[MemberSpec]) -> MemberSpec | None:
+    """``teacher.detector``: null, or one member of kind 'detector'. A detector only changes what
+    pixel-reading members see, so with none of them it would change the id but not the maps."""
+    if raw is None:
+        return None
+    spec = _member("detector", raw, "settings: teacher.detector")
+    if not any(member_class(m.kind, m.name, "").reads_pixels for m in members):
+        raise UserError(
+            "settings: teacher.detector: every pose and segmentation member reads annotations, "
+            "not pixels, so the detector would change nothing; set teacher.detector to null"
+        )
+    return spec
+
+
+def _member(kind: str, entry: Any, where: str) -> MemberSpec:
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("member"), str):
+        raise UserError(f"{where}: needs 'member: <name>'")
+    name = entry["member"]
+    cls = member_class(kind, name, where)
+    options = {k: v for k, v in entry.items() if k != "member"}
+    return MemberSpec(kind, name, cls.resolve_options(options, f"{where} ({name})"))
 
 
 def _weights(raw: Any) -> dict[str, WeightsSpec]:

@@ -1,5 +1,13 @@
-"""The teacher: pose members → keypoints, segmentation members → foreground, then fusion (or
-the silhouette template when no keypoint is usable) → one part map per image."""
+"""The teacher: detector → crop, pose members → keypoints, segmentation members → foreground,
+then fusion (or the silhouette template when no keypoint is usable) → one part map per image.
+
+With ``teacher.detector``, members that read pixels run on the crop around the largest animal
+and their keypoints and masks are mapped back to full-image pixels, so fusion and the cached
+map always cover the whole image (the student sees the whole image). An image in which the
+detector finds no animal is processed uncropped, as without a detector, rather than failed: the
+members often still find the animal, and the shard records which images had a box
+(``ImageResult.detector_box``) so ``qc.json`` shows how often that happened.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +21,26 @@ import numpy as np
 from pseudomasks.combine import combine_keypoints, combine_masks
 from pseudomasks.fusion import PartMap, fuse_part_map, used_keypoints
 from pseudomasks.images import UnreadableInput, read_rgb
-from pseudomasks.members.base import MemberContext, PoseMember, Sample, SegmentationMember
-from pseudomasks.members.registry import pose_member_class, segmentation_member_class
+from pseudomasks.members.base import (
+    Member,
+    MemberContext,
+    PoseMember,
+    Sample,
+    SegmentationMember,
+)
+from pseudomasks.members.detection import (
+    CropBox,
+    DetectorMember,
+    crop_sample,
+    keypoints_to_crop,
+    keypoints_to_full,
+    mask_to_full,
+)
+from pseudomasks.members.registry import (
+    detector_member_class,
+    pose_member_class,
+    segmentation_member_class,
+)
 from pseudomasks.settings import Settings
 from pseudomasks.silhouette_template import silhouette_template_map
 
@@ -22,13 +48,15 @@ from pseudomasks.silhouette_template import silhouette_template_map
 @dataclass(frozen=True)
 class ImageResult:
     """A map plus the per-image facts the cache stores. ``orientation_source`` is
-    'catalogue', 'estimated' or '' (orientation unknown)."""
+    'catalogue', 'estimated' or '' (orientation unknown); ``detector_box`` is the crop the
+    pixel-reading members saw, None without a detector or when it found no animal."""
 
     image_id: str
     part_map: PartMap
     orientation: str
     orientation_source: str
     foreground_fraction: float
+    detector_box: CropBox | None
 
 
 @dataclass(frozen=True)
@@ -69,24 +97,51 @@ class Teacher:
             segmentation_member_class(m.name, "teacher.segmentation")(m.options, context)
             for m in settings.segmentation
         ]
+        self.detector: DetectorMember | None = (
+            detector_member_class(settings.detector.name, "teacher.detector")(
+                settings.detector.options, context
+            )
+            if settings.detector
+            else None
+        )
 
     def process(self, samples: Sequence[Sample]) -> list[ImageResult | ImageFailure]:
         """Maps for a batch of decoded images, in order; unreadable inputs become failures."""
         failed: dict[str, str] = {}
-        poses = [_isolated(m.predict, samples, (), failed) for m in self.pose]
+        boxes = self.detector.predict(samples) if self.detector else [None] * len(samples)
+        crops = [crop_sample(s, b) for s, b in zip(samples, boxes, strict=True)]
+        poses = []
+        for m in self.pose:
+            seen, frames = _view(m, samples, crops, boxes)
+            predicted = _isolated(m.predict, seen, (), failed)
+            poses.append([keypoints_to_full(k, f) for k, f in zip(predicted, frames, strict=True)])
         keypoints = [combine_keypoints([p[i] for p in poses]) for i in range(len(samples))]
-        masks = [_isolated(m.predict, samples, (keypoints,), failed) for m in self.segmentation]
+        masks = []
+        for m in self.segmentation:
+            seen, frames = _view(m, samples, crops, boxes)
+            prompts = [keypoints_to_crop(k, f) for k, f in zip(keypoints, frames, strict=True)]
+            predicted = _isolated(m.predict, seen, (prompts,), failed)
+            masks.append(
+                [
+                    mask_to_full(mask, f, s.image.shape)
+                    for mask, f, s in zip(predicted, frames, samples, strict=True)
+                ]
+            )
         out: list[ImageResult | ImageFailure] = []
         for i, sample in enumerate(samples):
             if sample.image_id in failed:
                 out.append(ImageFailure(sample.image_id, failed[sample.image_id]))
                 continue
             foreground = combine_masks([m[i] for m in masks], self.settings.combine)
-            out.append(self._map(sample, keypoints[i], foreground))
+            out.append(self._map(sample, keypoints[i], foreground, boxes[i]))
         return out
 
     def _map(
-        self, sample: Sample, keypoints: np.ndarray | None, foreground: np.ndarray | None
+        self,
+        sample: Sample,
+        keypoints: np.ndarray | None,
+        foreground: np.ndarray | None,
+        box: CropBox | None,
     ) -> ImageResult | ImageFailure:
         s = self.settings
         if foreground is None:
@@ -114,7 +169,21 @@ class Teacher:
             orientation=orientation,
             orientation_source=source,
             foreground_fraction=float((part_map.labels > 0).mean()),
+            detector_box=box,
         )
+
+
+def _view(
+    member: Member,
+    samples: Sequence[Sample],
+    crops: Sequence[Sample],
+    boxes: Sequence[CropBox | None],
+) -> tuple[Sequence[Sample], Sequence[CropBox | None]]:
+    """What ``member`` is given, and the frame its coordinates are in: pixel readers get the
+    crops (frame: the boxes), annotation readers the full images (frame: None, no mapping)."""
+    if member.reads_pixels:
+        return crops, boxes
+    return samples, [None] * len(samples)
 
 
 def _isolated(

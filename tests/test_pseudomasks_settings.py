@@ -61,6 +61,10 @@ def tiger_settings() -> dict:
     }
 
 
+DETECTOR = {"member": "yolo_detect", "weights": "sam"}
+"""Settings validation does not open weights files, so any entry name will do."""
+
+
 def changed(path: str, value) -> dict:
     doc = tiger_settings()
     *keys, last = path.split(".")
@@ -96,6 +100,7 @@ def test_teacher_id_is_12_hex_and_stable():
         ("weights.sam.url", "https://example.org/sam.pth"),
         ("species.name", "amur_tiger"),
         ("teacher.segmentation.1", {"member": "grabcut"}),  # iterations 5 is the default
+        ("teacher.detector", None),
     ],
 )
 def test_teacher_id_ignores_what_does_not_change_maps(path, value):
@@ -115,10 +120,37 @@ def test_teacher_id_ignores_what_does_not_change_maps(path, value):
         ("species.links", []),
         ("species.tail", None),
         ("species.orientation", None),
+        ("teacher.detector", DETECTOR),
     ],
 )
 def test_teacher_id_changes_with_what_changes_maps(path, value):
     assert teacher_id(changed(path, value)) != teacher_id(tiger_settings())
+
+
+def test_detector_null_and_absent_are_the_same_teacher():
+    absent = tiger_settings()
+    del absent["teacher"]["detector"]
+    assert parse_settings(absent).detector is None
+    assert teacher_id(absent) == teacher_id(tiger_settings())
+    assert parse_settings(tiger_settings()).identity()["detector"] is None
+
+
+def test_teacher_id_follows_the_detector_options():
+    with_detector = teacher_id(changed("teacher.detector", DETECTOR))
+    spelled_out = DETECTOR | {"confidence": 0.25, "imgsz": 640, "margin": 0.1}
+    assert teacher_id(changed("teacher.detector", spelled_out)) == with_detector
+    for option, value in [("margin", 0.2), ("confidence", 0.5), ("imgsz", 320), ("classes", [15])]:
+        other = changed("teacher.detector", DETECTOR | {option: value})
+        assert teacher_id(other) != with_detector, option
+    spec = parse_settings(changed("teacher.detector", DETECTOR)).detector
+    assert (spec.kind, spec.name, spec.options["margin"]) == ("detector", "yolo_detect", 0.1)
+
+
+def test_a_detector_needs_a_member_that_reads_pixels():
+    doc = changed("teacher.detector", DETECTOR)
+    doc["teacher"]["segmentation"] = [{"member": "annotations"}]
+    with pytest.raises(UserError, match="teacher.detector: every pose and segmentation member"):
+        parse_settings(doc)
 
 
 @pytest.mark.parametrize(
@@ -136,7 +168,11 @@ def test_teacher_id_changes_with_what_changes_maps(path, value):
         ("species.orientation", {"front": ["neck"]}, "orientation.front names part 'neck'"),
         ("teacher.combine", "vote", "teacher.combine 'vote'"),
         ("teacher.pose", [{"member": "openpose"}], "unknown pose member 'openpose'"),
-        ("teacher.detector", "yolo", "teacher.detector"),
+        ("teacher.detector", "yolo", r"teacher.detector: needs 'member: <name>'"),
+        ("teacher.detector", {"member": "yolo"}, "unknown detector member 'yolo'"),
+        ("teacher.detector", {"member": "yolo_detect"}, r"detector \(yolo_detect\).weights"),
+        ("teacher.detector", DETECTOR | {"margin": 2}, r"detector \(yolo_detect\).margin"),
+        ("teacher.detector", DETECTOR | {"iou": 0.5}, "unknown option 'iou'"),
         ("teacher.mask_size", 4, "teacher.mask_size"),
     ],
 )

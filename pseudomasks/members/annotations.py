@@ -2,13 +2,16 @@
 
 ``keypoints`` is a JSON list ``[x, y, v, ...]`` in image pixels in the species' schema order;
 ``silhouette`` is a binary PNG path relative to the dataset root. An empty or absent cell means
-"nothing for this image" (None), so other members or the fallback take over.
+"nothing for this image" (None), so other members or the fallback take over. Both are in
+full-image pixels, so these members never read pixels (``reads_pixels = False``): the teacher
+gives them the full image even when a detector crops it for the others.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 
@@ -19,6 +22,8 @@ from pseudomasks.members.base import PoseMember, Sample, SegmentationMember
 
 class AnnotationPose(PoseMember):
     """Keypoints from the catalogue's ``keypoints`` column."""
+
+    reads_pixels: ClassVar[bool] = False
 
     def predict(self, samples: Sequence[Sample]) -> list[np.ndarray | None]:
         return [self._parse(s) for s in samples]
@@ -47,6 +52,8 @@ class AnnotationPose(PoseMember):
 
 class AnnotationSilhouette(SegmentationMember):
     """Foreground from the catalogue's ``silhouette`` column."""
+
+    reads_pixels: ClassVar[bool] = False
 
     def predict(
         self, samples: Sequence[Sample], keypoints: Sequence[np.ndarray | None]

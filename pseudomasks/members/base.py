@@ -12,6 +12,8 @@ read its ``DEFAULTS``, and ``pseudomasks teacher-id`` must stay instant.
   the pose ensemble's keypoints (prompts for SAM, seeds for GrabCut).
 - A member that cannot read one image's input raises :class:`UnreadableInput`; the teacher then
   retries the batch one sample at a time and lists only the unreadable images as failed.
+- With a ``teacher.detector``, members whose ``reads_pixels`` is True see the detector's crop
+  (and return crop coordinates, which the teacher maps back); the others see the full image.
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ class Member:
     settings that differ only by spelling out a default give the same teacher id."""
 
     DEFAULTS: ClassVar[Mapping[str, Any]] = {}
+    reads_pixels: ClassVar[bool] = True
+    """False for members that read the catalogue's annotations of the *full* image (keypoint
+    coordinates, silhouette files): they must not be given a detector's crop."""
 
     def __init__(self, options: Mapping[str, Any], context: MemberContext) -> None:
         self.options = dict(options)
