@@ -158,18 +158,23 @@ def test_resume_continues_exactly(tiny, tmp_path):
         torch.testing.assert_close(weights_a[key], weights_b[key], msg=key)
 
 
-def test_resume_refuses_other_settings(tiny, tmp_path):
+def test_resume_starts_afresh_for_other_settings_or_a_finished_run(tiny, tmp_path, caplog):
     out = tmp_path / "run"
-    Trainer(
-        RunSettings.from_dict(run_settings(epochs=1)),
-        inputs(tiny, out),
-        device="cpu",
-        workers=0,
-        progress=False,
-    ).fit()
+    first = RunSettings.from_dict(run_settings(epochs=1))
+    Trainer(first, inputs(tiny, out), device="cpu", workers=0, progress=False).fit()
+    reference = tmp_path / "reference"
     other = RunSettings.from_dict(run_settings(epochs=1, seed=7))
-    with pytest.raises(UserError, match="other settings"):
-        Trainer(other, inputs(tiny, out), device="cpu", workers=0, progress=False).fit(resume=True)
+    Trainer(other, inputs(tiny, reference), device="cpu", workers=0, progress=False).fit()
+    for settings, message in ((other, "other settings"), (first, "finished run")):
+        trainer = Trainer(settings, inputs(tiny, out), device="cpu", workers=0, progress=False)
+        with caplog.at_level("WARNING"):
+            assert not trainer.load_checkpoint()
+        assert message in caplog.text
+    Trainer(other, inputs(tiny, out), device="cpu", workers=0, progress=False).fit(resume=True)
+    a, _ = load_tensors(out / "model.safetensors")
+    b, _ = load_tensors(reference / "model.safetensors")
+    for key in a:  # trained afresh: the same weights as a clean run of those settings
+        torch.testing.assert_close(a[key], b[key], msg=key)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny, tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -180,3 +181,75 @@ def test_a_new_species_needs_only_config(tmp_path):
     metrics = json.loads((tmp_path / "results/yaks/metrics.json").read_text())
     assert metrics["provenance"]["K"] == 4
     assert metrics["provenance"]["part_names"] == ["hind_legs", "body", "front_legs", "head"]
+
+
+def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """Job counts from a dry run's summary table ("job count" rows)."""
+    jobs: dict[str, int] = {}
+    lines = result.stdout.splitlines()
+    if "Job stats:" in lines:
+        for line in lines[lines.index("Job stats:") + 3 :]:
+            parts = line.split()
+            if len(parts) != 2 or not parts[1].isdigit() or parts[0] == "total":
+                break
+            jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+@pytest.mark.slow
+def test_cache_semantics(tmp_path):
+    """Which jobs rerun after each kind of change (a finished run first)."""
+    small_config(tmp_path)
+    assert snakemake(tmp_path, "--cores", "2", "results/demo/metrics.json").returncode == 0
+    masks = tmp_path / "results/demo/masks"
+    (teacher_dir,) = [p for p in masks.iterdir() if p.is_dir()]
+    shards = sorted(teacher_dir.glob("shard-*.npz"))
+    mtimes = {p: p.stat().st_mtime_ns for p in shards}
+
+    # 1. Nothing changed: nothing to do.
+    assert planned_jobs(snakemake(tmp_path, "-n", "results/demo/metrics.json")) == {}
+
+    # 2. A training setting: train, extract, evaluate rerun; the part maps are untouched.
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    config["datasets"]["demo"]["train"]["epochs"] = 3
+    write_config(tmp_path, config)
+    plan = planned_jobs(snakemake(tmp_path, "-n", "results/demo/metrics.json"))
+    assert plan.keys() >= {"train", "extract", "evaluate"}
+    assert not plan.keys() & {"catalogue", "teacher_shard", "teacher_index"}
+    assert snakemake(tmp_path, "--cores", "2", "results/demo/metrics.json").returncode == 0
+    assert {p: p.stat().st_mtime_ns for p in shards} == mtimes
+    assert (
+        json.loads((tmp_path / "results/demo/metrics.json").read_text())["provenance"]["epochs"]
+        == 3
+    )
+
+    # 3. A teacher setting that changes the maps: a new teacher_id directory, the old one kept.
+    config["teachers"]["ground_truth"]["confidence"] = 0.5
+    write_config(tmp_path, config)
+    plan = planned_jobs(snakemake(tmp_path, "-n", "results/demo/metrics.json"))
+    assert plan.get("teacher_shard") == 2 and plan.keys() >= {
+        "teacher_index",
+        "train",
+        "extract",
+        "evaluate",
+    }
+    assert snakemake(tmp_path, "--cores", "2", "results/demo/metrics.json").returncode == 0
+    teacher_dirs = sorted(p.name for p in masks.iterdir() if p.is_dir())
+    assert len(teacher_dirs) == 2 and teacher_dir.name in teacher_dirs
+    new_id = json.loads((tmp_path / "results/demo/metrics.json").read_text())["provenance"][
+        "teacher_id"
+    ]
+    assert new_id != teacher_dir.name and new_id in teacher_dirs
+
+    # 4. A teacher stage that did not finish (one shard and the index missing, as after a crash
+    # or a failed Slurm job): only that shard is recomputed, the other stays as it is.
+    first, second = sorted((masks / new_id).glob("shard-*.npz"))
+    kept = second.stat().st_mtime_ns
+    first.unlink()
+    (masks / new_id / "index.json").unlink()
+    shutil.rmtree(tmp_path / "results/demo/paw_vit_demo")
+    (tmp_path / "results/demo/metrics.json").unlink()
+    plan = planned_jobs(snakemake(tmp_path, "-n", "results/demo/metrics.json"))
+    assert plan["teacher_shard"] == 1 and plan["teacher_index"] == 1 and "catalogue" not in plan
+    assert snakemake(tmp_path, "--cores", "2", "results/demo/metrics.json").returncode == 0
+    assert first.is_file() and second.stat().st_mtime_ns == kept

@@ -190,22 +190,29 @@ class Trainer:
         save_tensors(self.inputs.out / CHECKPOINT, tensors, state)
 
     def load_checkpoint(self) -> bool:
-        """Restore the last checkpoint if there is one; return whether one was found."""
+        """Restore an unfinished run of these settings; return whether one was restored.
+
+        A checkpoint of other settings, or of a run that already finished, is not resumed: the
+        run starts afresh (and overwrites it at the end of its first epoch). That is what a
+        rerun means in the workflow, where `--resume` is always on: continue after a crash,
+        train again after a change.
+        """
         path = self.inputs.out / CHECKPOINT
         if not path.is_file():
             return False
         tensors, state = load_tensors(path)
         if state is None:
-            raise UserError(f"{path} has no training state: delete it and rerun without --resume")
+            raise UserError(f"{path} has no training state: delete it and rerun")
         if state["settings"] != self.settings.to_dict():
-            raise UserError(
-                f"{path} was written with other settings: delete {path.parent} to start afresh, "
-                "or restore the settings of that run"
-            )
+            _logger.warning("%s belongs to other settings: training afresh", path)
+            return False
+        if state["epoch"] + 1 >= self.settings.train.epochs:
+            _logger.warning("%s is of a finished run: training again", path)
+            return False
         if state["world_size"] != self.ctx.world_size:
             raise UserError(
                 f"{path} was written by {state['world_size']} processes, this run has "
-                f"{self.ctx.world_size}: resume with the same number of GPUs"
+                f"{self.ctx.world_size}: resume with the same number of GPUs, or delete it"
             )
         model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
         self.model_core.load_state_dict(model_state)
