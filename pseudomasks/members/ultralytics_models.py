@@ -13,13 +13,14 @@ import os
 import pickle
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pseudomasks.errors import UserError
+from pseudomasks.members.base import Sample
 from pseudomasks.weights import check_weights_option
 
 COCO_ANIMALS = [15, 16, 17, 18, 19, 20, 21, 22, 23]
@@ -74,6 +75,21 @@ def load_yolo(path: Path, task: str, where: str) -> Any:
 def bgr(image: np.ndarray) -> np.ndarray:
     """ultralytics reads numpy images as OpenCV does (BGR); samples are RGB."""
     return np.ascontiguousarray(image[:, :, ::-1])
+
+
+def predict_batch(
+    model: Any, samples: Sequence[Sample], device: str, options: Mapping[str, Any], **extra: Any
+) -> list[Any]:
+    """One batched ``predict`` over the samples (RGB, converted to the BGR ultralytics expects)
+    with the member's ``imgsz`` and ``confidence`` options; ``extra`` adds task options."""
+    return model.predict(
+        [bgr(s.image) for s in samples],
+        device=device,
+        imgsz=options["imgsz"],
+        conf=options["confidence"],
+        verbose=False,
+        **extra,
+    )
 
 
 def largest_box(xyxy: np.ndarray) -> int:

@@ -17,7 +17,12 @@ import numpy as np
 from pseudomasks.errors import UserError
 from pseudomasks.members.base import MemberContext, PoseMember, Sample
 from pseudomasks.members.devices import torch_device
-from pseudomasks.members.ultralytics_models import bgr, check_yolo_options, largest_box, load_yolo
+from pseudomasks.members.ultralytics_models import (
+    check_yolo_options,
+    largest_box,
+    load_yolo,
+    predict_batch,
+)
 from pseudomasks.weights import resolve_weights
 
 WHERE = "ultralytics_pose"
@@ -80,13 +85,7 @@ class UltralyticsPose(PoseMember):
     def predict(self, samples: Sequence[Sample]) -> list[np.ndarray | None]:
         if not samples:
             return []
-        results = self.model.predict(
-            [bgr(s.image) for s in samples],
-            device=self.device,
-            imgsz=self.options["imgsz"],
-            conf=self.options["confidence"],
-            verbose=False,
-        )
+        results = predict_batch(self.model, samples, self.device, self.options)
         return [
             self._species_keypoints(
                 r.boxes.xyxy.cpu().numpy(), r.keypoints.data.cpu().numpy() if len(r.boxes) else None

@@ -16,12 +16,12 @@ from pseudomasks.members.detection import CropBox, DetectorMember, padded_box
 from pseudomasks.members.devices import torch_device
 from pseudomasks.members.ultralytics_models import (
     COCO_ANIMALS,
-    bgr,
     check_classes,
     check_model_classes,
     check_yolo_options,
     largest_box,
     load_yolo,
+    predict_batch,
 )
 from pseudomasks.weights import resolve_weights
 
@@ -54,13 +54,8 @@ class YoloDetect(DetectorMember):
     def predict(self, samples: Sequence[Sample]) -> list[CropBox | None]:
         if not samples:
             return []
-        results = self.model.predict(
-            [bgr(s.image) for s in samples],
-            device=self.device,
-            imgsz=self.options["imgsz"],
-            conf=self.options["confidence"],
-            classes=self.options["classes"],
-            verbose=False,
+        results = predict_batch(
+            self.model, samples, self.device, self.options, classes=self.options["classes"]
         )
         out: list[CropBox | None] = []
         for sample, result in zip(samples, results, strict=True):

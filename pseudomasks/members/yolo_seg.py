@@ -17,11 +17,11 @@ from pseudomasks.members.base import MemberContext, Sample, SegmentationMember
 from pseudomasks.members.devices import torch_device
 from pseudomasks.members.ultralytics_models import (
     COCO_ANIMALS,
-    bgr,
     check_classes,
     check_model_classes,
     check_yolo_options,
     load_yolo,
+    predict_batch,
 )
 from pseudomasks.weights import resolve_weights
 
@@ -62,14 +62,13 @@ class YoloSeg(SegmentationMember):
     ) -> list[np.ndarray | None]:
         if not samples:
             return []
-        results = self.model.predict(
-            [bgr(s.image) for s in samples],
-            device=self.device,
-            imgsz=self.options["imgsz"],
-            conf=self.options["confidence"],
+        results = predict_batch(
+            self.model,
+            samples,
+            self.device,
+            self.options,
             classes=self.options["classes"],
             retina_masks=True,
-            verbose=False,
         )
         return [
             None if r.masks is None else largest_mask(r.masks.data.cpu().numpy()) for r in results
