@@ -27,17 +27,14 @@ def _json_arg(text: str, what: str) -> dict:
 
 
 def cmd_catalogue(args: argparse.Namespace) -> None:
-    from reid.catalogue import validate_catalogue, write_catalogue
+    from reid.catalogue import write_catalogue
     from reid.datasets import build_catalogue
 
     options = _json_arg(args.options_json, "--options-json")
-    table = build_catalogue(args.adapter, args.root, options)
-    warnings = validate_catalogue(table, Path(args.root), check_images=args.check_images)
+    table = build_catalogue(args.adapter, args.root, options, check_images=args.check_images)
     write_catalogue(table, args.out)
     counts = table["split"].value_counts().to_dict()
-    logging.info(
-        "wrote %s: %d images, %s, %d warnings", args.out, len(table), counts, len(warnings)
-    )
+    logging.info("wrote %s: %d images, %s", args.out, len(table), counts)
 
 
 def cmd_train(args: argparse.Namespace) -> None:

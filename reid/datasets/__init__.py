@@ -37,12 +37,17 @@ ADAPTER_NAMES: tuple[str, ...] = (*ADAPTERS, "synthetic")
 _USER_ORDERED = frozenset({"csv"})
 
 
-def build_catalogue(adapter: str, root: Path | str, options: dict | None = None) -> pd.DataFrame:
-    """Catalogue rows for the dataset at `root`, checked (files exist; images not decoded).
+def build_catalogue(
+    adapter: str,
+    root: Path | str,
+    options: dict | None = None,
+    check_images: str = "none",
+) -> pd.DataFrame:
+    """Catalogue rows for the dataset at `root`, validated (files exist; images checked as
+    `check_images` says: none, header or decode).
 
     Raises UserError for an unknown adapter or option, a missing required option, or a dataset
-    that does not match its adapter's layout. The caller may run validate_catalogue again with
-    image checks before write_catalogue.
+    that does not match its adapter's layout.
     """
     root = Path(root)
     options = dict(options or {})
@@ -65,7 +70,7 @@ def build_catalogue(adapter: str, root: Path | str, options: dict | None = None)
     table = conform_catalogue(load(root, **options), source=f"dataset adapter {adapter!r}")
     if adapter not in _USER_ORDERED:
         table = sort_catalogue(table)
-    validate_catalogue(table, root, check_images="none")
+    validate_catalogue(table, root, check_images=check_images)
     return sort_catalogue(table)
 
 
