@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
+from random_yolo import save_random_yolo_models
 
 from pseudomasks.cache import read_shard, shard_is_complete
 from pseudomasks.cli import main
@@ -49,30 +48,11 @@ def weights(tmp_path_factory) -> Iterator[dict[str, dict[str, str]]]:
     """Settings ``weights`` entries for a random yolov8n (``detect``), yolov8n-seg (``seg``) and
     a yolo11n-pose with the toy species' 3 keypoints (``pose``)."""
     root = tmp_path_factory.mktemp("models")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("YOLO_OFFLINE", "1")
-        if "ultralytics" not in sys.modules:  # keep ultralytics' settings and font out of $HOME
-            env.setenv("YOLO_CONFIG_DIR", str(root / "yolo_config"))
-        import ultralytics
-        from ultralytics import YOLO
-
-        cfg = Path(ultralytics.__file__).parent / "cfg" / "models"
-        pose_yaml = yaml.safe_load((cfg / "11" / "yolo11-pose.yaml").read_text())
-        pose_yaml.update(nc=1, kpt_shape=[3, 3])
-        (root / "yolo11n-pose-toy.yaml").write_text(yaml.safe_dump(pose_yaml))
-        sources = {
-            "detect": "yolov8n.yaml",
-            "seg": "yolov8n-seg.yaml",
-            "pose": str(root / "yolo11n-pose-toy.yaml"),
-        }
-        entries = {}
-        for name, source in sources.items():
-            torch.manual_seed(0)
-            path = root / f"{name}.pt"
-            YOLO(source).save(path)
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            entries[name] = {"path": str(path), "sha256": digest, "url": ""}
-        yield entries
+    entries = {}
+    for name, path in save_random_yolo_models(root).items():
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        entries[name] = {"path": str(path), "sha256": digest, "url": ""}
+    yield entries
 
 
 def document(teacher: dict[str, Any], weights: dict[str, dict[str, str]]) -> dict[str, Any]:

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from random_yolo import save_random_yolo_models
 
 from pseudomasks.cli import main
 from pseudomasks.errors import UserError
@@ -90,31 +90,13 @@ def models(tmp_path_factory) -> Iterator[dict[str, WeightsSpec]]:
     """``pose`` (yolo11n-pose with the toy species' 3 keypoints), ``seg`` (yolov8n-seg),
     ``detect`` (yolov8n) and ``sam`` (tiny SAM state dict) as weights entries."""
     root = tmp_path_factory.mktemp("models")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("YOLO_OFFLINE", "1")
-        if "ultralytics" not in sys.modules:  # keep ultralytics' settings and font out of $HOME
-            env.setenv("YOLO_CONFIG_DIR", str(root / "yolo_config"))
-        import ultralytics
-        from ultralytics import YOLO
-
-        cfg = Path(ultralytics.__file__).parent / "cfg" / "models"
-        pose_yaml = yaml.safe_load((cfg / "11" / "yolo11-pose.yaml").read_text())
-        pose_yaml.update(nc=1, kpt_shape=[3, 3])
-        (root / "yolo11n-pose-toy.yaml").write_text(yaml.safe_dump(pose_yaml))
-        paths = {
-            "pose": str(root / "yolo11n-pose-toy.yaml"),
-            "seg": "yolov8n-seg.yaml",
-            "detect": "yolov8n.yaml",
-        }
-        weights = {}
-        for name, source in paths.items():
-            torch.manual_seed(0)
-            YOLO(source).save(root / f"{name}.pt")
-            weights[name] = WeightsSpec(str(root / f"{name}.pt"), "", "")
-        torch.manual_seed(0)
-        torch.save(tiny_sam_builder(32)().state_dict(), root / "sam.pth")
-        weights["sam"] = WeightsSpec(str(root / "sam.pth"), sha256(root / "sam.pth"), "")
-        yield weights
+    weights = {
+        name: WeightsSpec(str(path), "", "") for name, path in save_random_yolo_models(root).items()
+    }
+    torch.manual_seed(0)
+    torch.save(tiny_sam_builder(32)().state_dict(), root / "sam.pth")
+    weights["sam"] = WeightsSpec(str(root / "sam.pth"), sha256(root / "sam.pth"), "")
+    yield weights
 
 
 def sam_registry() -> dict:
