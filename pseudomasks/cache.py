@@ -159,28 +159,28 @@ def write_teacher_json(teacher_dir: Path, settings: Settings, tid: str) -> None:
     write_json(path, record)
 
 
-def read_teacher_json(teacher_dir: Path) -> dict[str, Any]:
-    path = teacher_dir / TEACHER_JSON
+def _read_json(path: Path, when_missing: str, when_unreadable: str = "") -> Any:
+    """A cache JSON file, or one UserError line saying what to do about it."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise UserError(
-            f"{path}: missing; is {teacher_dir} a pseudomasks cache directory?"
-        ) from exc
+        raise UserError(f"{path}: missing; {when_missing}") from exc
     except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable ({exc})") from exc
+        raise UserError(f"{path}: unreadable ({exc}){when_unreadable}") from exc
+
+
+def read_teacher_json(teacher_dir: Path) -> dict[str, Any]:
+    return _read_json(
+        teacher_dir / TEACHER_JSON, f"is {teacher_dir} a pseudomasks cache directory?"
+    )
 
 
 def read_index(teacher_dir: Path) -> dict[str, str]:
-    path = teacher_dir / INDEX_JSON
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise UserError(
-            f"{path}: missing; run 'pseudomasks index --masks-dir {teacher_dir}' first"
-        ) from exc
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable ({exc}); rerun 'pseudomasks index'") from exc
+    return _read_json(
+        teacher_dir / INDEX_JSON,
+        f"run 'pseudomasks index --masks-dir {teacher_dir}' first",
+        "; rerun 'pseudomasks index'",
+    )
 
 
 def load_part_maps(masks_dir: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
