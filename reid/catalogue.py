@@ -11,10 +11,9 @@ editor: the header is row 1, so the first image is row 2.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import os
-import uuid
 import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ from typing import Literal
 import pandas as pd
 from PIL import Image
 
+from reid.atomic import atomic_write_text
 from reid.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -131,17 +131,9 @@ def write_catalogue(df: pd.DataFrame, path: Path | str) -> None:
     """Write `df` atomically in canonical column and row order, so reruns are byte-identical."""
     path = Path(path)
     table = sort_catalogue(conform_catalogue(df))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique name in the same directory (so os.replace is atomic), created with the default
-    # permissions: mkstemp's private 0600 would make the catalogue unreadable to other users.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with tmp.open("x", encoding="utf-8", newline="") as handle:
-            table.to_csv(handle, index=False, lineterminator="\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    buffer = io.StringIO()
+    table.to_csv(buffer, index=False, lineterminator="\n")
+    atomic_write_text(path, buffer.getvalue())
 
 
 def validate_catalogue(

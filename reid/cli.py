@@ -79,8 +79,8 @@ def cmd_extract(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    from reid.atomic import atomic_write_text
     from reid.catalogue import read_catalogue
-    from reid.engine.checkpoint import atomic_write_text
     from reid.engine.extract import load_features
     from reid.evaluation import atrw_submission, evaluate_features
     from reid.provenance import provenance

@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +42,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from reid.atomic import atomic_write_bytes
 from reid.errors import UserError
 
 AP10K_KEYPOINTS: tuple[str, ...] = (
@@ -164,8 +163,8 @@ def generate(root: Path, spec: SyntheticSpec) -> pd.DataFrame:
                     stem = f"{encounter}_{flank}_{k}"
                     image_path = f"images/{identity}/{stem}.jpg"
                     mask_path = f"silhouettes/{identity}/{stem}.png"
-                    _write_atomic(root / image_path, _encode(".jpg", photo))
-                    _write_atomic(root / mask_path, _encode(".png", silhouette))
+                    atomic_write_bytes(root / image_path, _encode(".jpg", photo))
+                    atomic_write_bytes(root / mask_path, _encode(".png", silhouette))
                     rows.append(
                         {
                             "image_id": stem,
@@ -974,15 +973,3 @@ def _encode(extension: str, image: np.ndarray) -> bytes:
     if not ok:
         raise RuntimeError(f"OpenCV could not encode a {extension} image")
     return data.tobytes()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -17,17 +17,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from reid.atomic import atomic_write_text
 from reid.errors import UserError
 
 STATE_KEY = "training_state"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` so readers see the old or the new file, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def save_tensors(

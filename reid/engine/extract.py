@@ -12,8 +12,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from reid.atomic import atomic_write_bytes, atomic_write_text
 from reid.data.datasets import ImageDataset
-from reid.engine.checkpoint import atomic_write_text, load_tensors, save_tensors
+from reid.engine.checkpoint import load_tensors, save_tensors
 from reid.errors import UserError
 from reid.models import ModelSpec, build_model
 
@@ -60,10 +61,7 @@ def save_features(path: Path, image_ids: list[str], features: np.ndarray) -> Non
     np.savez(
         buffer, image_id=np.asarray(image_ids, dtype=str), features=features.astype(np.float32)
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buffer.getvalue())
-    tmp.replace(path)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_features(path: Path) -> tuple[list[str], np.ndarray]:

@@ -26,13 +26,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from reid.atomic import atomic_write_text
 from reid.catalogue import read_catalogue
 from reid.config import RunSettings
 from reid.data.datasets import SeededBatches, TrainDataset
 from reid.data.part_maps import load_part_maps
 from reid.data.sampler import PKSampler
 from reid.engine.checkpoint import (
-    atomic_write_text,
     load_tensors,
     optimizer_from_tensors,
     optimizer_to_tensors,
