@@ -108,6 +108,17 @@ def test_eval_returns_descriptor_only_and_skips_training_modules():
     assert called == []
 
 
+def test_part_attention_is_the_training_atm_output_without_touching_batchnorm():
+    model = small_paw()  # no dropout, no drop path: train and eval tokens are identical
+    x = torch.randn(2, 3, 64, 64)
+    expected = model.train()(x).atm_maps.detach()
+    running_mean = model.heads.bnneck.running_mean.clone()
+    maps = model.part_attention(x)  # still in train mode: BatchNorm would update if run
+    assert maps.shape == (2, K + 1, 16, 16)
+    torch.testing.assert_close(maps, expected)
+    torch.testing.assert_close(model.heads.bnneck.running_mean, running_mean)
+
+
 def test_train_outputs_and_orientation_per_part():
     model = small_paw(orientation_bnneck="separate").train()
     out = model(torch.randn(4, 3, 64, 64))

@@ -179,6 +179,15 @@ class PawViT(VisionTransformer):
         atm_maps, atm_logits = self.atm(part_tokens, tokens[:, prefix:], self.patch_embed.grid_size)
         return ReidOutput(descriptor, id_logits, orientation_logits, atm_maps, atm_logits)
 
+    @torch.inference_mode()
+    def part_attention(self, x: torch.Tensor) -> torch.Tensor:
+        """The ATM maps B×(K+1)×M×M (parts, then background) for figures: what each part token
+        attends to. Runs the backbone without the heads, so it does not touch BatchNorm state."""
+        tokens = self.forward_features(x)
+        prefix = self.num_prefix_tokens
+        maps, _ = self.atm(tokens[:, :prefix], tokens[:, prefix:], self.patch_embed.grid_size)
+        return maps
+
 
 def checkpoint_filter_fn(
     state_dict: dict[str, torch.Tensor], model: PawViT

@@ -1,0 +1,1 @@
+"""Figures of a trained re-ID model: retrieval grids, part attention and training curves."""
