@@ -1,0 +1,261 @@
+"""``reid identify``: which known animals does a new photo show?
+
+A field team keeps a gallery of identified photos, either a folder with one sub-folder per
+identity (``gallery/<identity>/**/<image>``) or a catalogue CSV. New photos are ranked against it
+by cosine similarity of the trained model's descriptors; an identity scores the similarity of its
+best-matching gallery photo, which is what a user checks by eye next.
+
+Gallery descriptors are cached on disk keyed by the model's weights and each image's path, size
+and modification time: re-running after adding photos extracts only the new ones, and a retrained
+model or an edited photo is never served a stale descriptor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from reid.atomic import atomic_write_bytes
+from reid.catalogue import read_catalogue
+from reid.data.images import read_rgb
+from reid.engine.extract import MODEL_WEIGHTS, extract_descriptors
+from reid.errors import UserError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """Gallery images (relative paths under ``root``) and the identity of each."""
+
+    root: Path
+    paths: list[str]
+    identities: list[str]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    rank: int
+    identity: str
+    similarity: float
+    best_match: str  # gallery path (relative to its root) of the identity's most similar photo
+
+
+def folder_gallery(folder: Path) -> Gallery:
+    """Every image under ``folder/<identity>/`` (any depth), identity = its first sub-folder."""
+    if not folder.is_dir():
+        raise UserError(f"gallery {folder} is not a directory or a catalogue .csv file")
+    paths = sorted(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and p.parent != folder
+    )
+    if not paths:
+        raise UserError(
+            f"gallery {folder} holds no images in identity sub-folders: lay it out as "
+            f"{folder}/<identity>/<image>.jpg"
+        )
+    return Gallery(folder, paths, [p.split("/", 1)[0] for p in paths])
+
+
+def catalogue_gallery(catalogue: Path, root: Path, splits: list[str] | None) -> Gallery:
+    """The catalogue's rows (optionally only some splits) as a gallery under dataset ``root``."""
+    table = read_catalogue(catalogue)
+    if splits:
+        table = table[table["split"].isin(splits)]
+    if table.empty:
+        which = f" with split {' or '.join(splits)}" if splits else ""
+        raise UserError(f"gallery catalogue {catalogue} has no rows{which}: nothing to match")
+    return Gallery(root, list(table["path"]), list(table["identity"]))
+
+
+def weights_fingerprint(model_dir: Path) -> str:
+    """SHA-256 of the model's weights: the cache key part that changes when the model does."""
+    digest = hashlib.sha256()
+    with open(model_dir / MODEL_WEIGHTS, "rb") as handle:
+        for block in iter(lambda: handle.read(2**22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _stat_keys(gallery: Gallery) -> np.ndarray:
+    """One "path|size|mtime_ns" string per gallery image: equal keys mean an unchanged file."""
+    keys = []
+    for path in gallery.paths:
+        full = gallery.root / path
+        try:
+            stat = full.stat()
+        except FileNotFoundError:
+            raise UserError(
+                f"gallery image {full} does not exist: fix the catalogue or the --root"
+            ) from None
+        keys.append(f"{path}|{stat.st_size}|{stat.st_mtime_ns}")
+    return np.asarray(keys, dtype=str)
+
+
+def gallery_descriptors(
+    model: torch.nn.Module,
+    gallery: Gallery,
+    cache: Path,
+    fingerprint: str,
+    img_size: int,
+    flip_test: bool,
+    device: torch.device,
+    workers: int = 0,
+) -> np.ndarray:
+    """Descriptors of every gallery image, extracting only those the cache does not hold."""
+    keys = _stat_keys(gallery)
+    cached: dict[str, np.ndarray] = {}
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as data:
+            if str(data["fingerprint"]) == fingerprint and bool(data["flip_test"]) == flip_test:
+                cached = dict(zip(data["keys"].tolist(), data["features"], strict=True))
+    missing = [i for i, key in enumerate(keys.tolist()) if key not in cached]
+    log.info(
+        "gallery: %d images, %d descriptors reused from %s, %d to extract",
+        len(keys),
+        len(keys) - len(missing),
+        cache,
+        len(missing),
+    )
+    if missing:
+        fresh = extract_descriptors(
+            model,
+            [gallery.root / gallery.paths[i] for i in missing],
+            img_size,
+            device,
+            flip_test=flip_test,
+            workers=workers,
+        )
+        cached.update(zip(keys[missing].tolist(), fresh, strict=True))
+    features = np.stack([cached[key] for key in keys.tolist()]).astype(np.float32)
+    if missing or len(cached) != len(keys):
+        buffer = io.BytesIO()
+        np.savez(
+            buffer,
+            fingerprint=np.asarray(fingerprint),
+            flip_test=np.asarray(flip_test),
+            keys=keys,
+            features=features,
+        )
+        atomic_write_bytes(cache, buffer.getvalue())
+    return features
+
+
+def rank_identities(
+    queries: np.ndarray, gallery_features: np.ndarray, gallery: Gallery, k: int
+) -> list[list[Candidate]]:
+    """Top-``k`` identities of every query; an identity scores its best photo's cosine similarity."""
+    if k < 1:
+        raise UserError(f"--top-k {k}: must be at least 1")
+    q = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+    g = gallery_features / np.maximum(
+        np.linalg.norm(gallery_features, axis=1, keepdims=True), 1e-12
+    )
+    similarity = q @ g.T  # Q×G
+    codes, names = pd.factorize(pd.Series(gallery.identities), sort=True)
+    best = np.empty((len(q), len(names)), dtype=np.float32)
+    best_image = np.empty((len(q), len(names)), dtype=np.int64)
+    for identity in range(len(names)):
+        columns = np.flatnonzero(codes == identity)
+        within = similarity[:, columns].argmax(axis=1)
+        best_image[:, identity] = columns[within]
+        best[:, identity] = similarity[np.arange(len(q)), columns[within]]
+    order = np.argsort(-best, axis=1, kind="stable")[:, :k]
+    return [
+        [
+            Candidate(
+                rank + 1,
+                str(names[identity]),
+                float(best[row, identity]),
+                gallery.paths[best_image[row, identity]],
+            )
+            for rank, identity in enumerate(order[row])
+        ]
+        for row in range(len(q))
+    ]
+
+
+def check_readable(paths: list[Path]) -> None:
+    """Fail on the first missing or corrupt new photo before any model work starts."""
+    if not paths:
+        raise UserError("no images to identify: pass one or more image paths")
+    for path in paths:
+        read_rgb(path)
+
+
+def default_cache(model_dir: Path, gallery_source: Path) -> Path:
+    """Per model and gallery: ``<model_dir>/identify-cache/<hash of the gallery's path>.npz``."""
+    key = hashlib.sha256(str(gallery_source.resolve()).encode()).hexdigest()[:16]
+    return model_dir / "identify-cache" / f"{key}.npz"
+
+
+def identify(
+    model_dir: Path,
+    gallery: Gallery,
+    images: list[Path],
+    k: int,
+    cache: Path,
+    device: torch.device,
+    workers: int = 0,
+) -> list[list[Candidate]]:
+    """Top-``k`` gallery identities of each new image (see the module docstring)."""
+    from reid.engine.extract import load_trained_model
+
+    check_readable(images)
+    model, config = load_trained_model(model_dir, device)
+    img_size = config["model"]["img_size"]
+    flip_test = bool(config.get("settings", {}).get("flip_test", False))
+    known = gallery_descriptors(
+        model,
+        gallery,
+        cache,
+        weights_fingerprint(model_dir),
+        img_size,
+        flip_test,
+        device,
+        workers,
+    )
+    queries = extract_descriptors(model, images, img_size, device, flip_test=flip_test)
+    return rank_identities(queries, known, gallery, k)
+
+
+def results_table(images: list[Path], results: list[list[Candidate]]) -> str:
+    """Plain-text table: one line per (image, rank)."""
+    rows = [("image", "rank", "identity", "similarity", "best gallery match")]
+    for image, candidates in zip(images, results, strict=True):
+        rows.extend(
+            (str(image), str(c.rank), c.identity, f"{c.similarity:.3f}", c.best_match)
+            for c in candidates
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def results_json(images: list[Path], results: list[list[Candidate]]) -> list[dict]:
+    return [
+        {
+            "image": str(image),
+            "matches": [
+                {
+                    "rank": c.rank,
+                    "identity": c.identity,
+                    "similarity": round(c.similarity, 6),
+                    "best_match": c.best_match,
+                }
+                for c in candidates
+            ],
+        }
+        for image, candidates in zip(images, results, strict=True)
+    ]
