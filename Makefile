@@ -22,8 +22,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 ## Run the embedded demo end to end: synthetic species -> part maps -> PAW-ViT -> metrics.
 demo: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) results/demo/metrics.json
+	$(BIN)/snakemake --cores $(CORES) results/demo/metrics.json results/demo/figures/README.md
+	$(BIN)/snakemake --report results/demo/report.html results/demo/figures/README.md
 	@echo "Metrics: results/demo/metrics.json"; cat results/demo/metrics.json
+	@echo "Figures and report: results/demo/figures/README.md, results/demo/report.html"
 
 ## The whole test suite (slow end-to-end tests included, each kept small).
 test: $(STAMP)

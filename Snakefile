@@ -10,10 +10,14 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/catalogue.smk"
 include: "workflow/rules/teacher.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/figures.smk"
 
 
 wildcard_constraints:
@@ -28,3 +32,4 @@ rule all:
     default_target: True
     input:
         "results/demo/metrics.json",
+        "results/demo/figures/README.md",

@@ -1,4 +1,4 @@
-"""`reid` console script: catalogue, train, extract, evaluate.
+"""`reid` console script: catalogue, train, extract, evaluate, identify, export, figure.
 
 Every error a user can cause prints one line (`reid: error: ...`, exit code 2) naming the thing and
 the fix; anything else is a bug and keeps its traceback.
@@ -114,6 +114,142 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     logging.info("wrote %s", args.out)
 
 
+def cmd_identify(args: argparse.Namespace) -> None:
+    from reid.atomic import atomic_write_text
+    from reid.engine.distributed import DistContext, resolve_device
+    from reid.identify import (
+        catalogue_gallery,
+        default_cache,
+        folder_gallery,
+        identify,
+        results_json,
+        results_table,
+    )
+
+    source = Path(args.gallery)
+    if source.suffix == ".csv":
+        if not args.root:
+            raise UserError(f"gallery catalogue {source} needs --root, the dataset directory")
+        gallery = catalogue_gallery(source, Path(args.root), args.gallery_splits)
+    else:
+        gallery = folder_gallery(source)
+    model_dir = Path(args.model_dir)
+    images = [Path(p) for p in args.images]
+    cache = Path(args.cache) if args.cache else default_cache(model_dir, source)
+    device = resolve_device(args.device, DistContext())
+    results = identify(model_dir, gallery, images, args.top_k, cache, device, args.workers)
+    if args.format == "json":
+        text = json.dumps(results_json(images, results), indent=2)
+    else:
+        text = results_table(images, results)
+    if args.out:
+        atomic_write_text(Path(args.out), text + "\n")
+    else:
+        print(text)
+    if args.figure:
+        from reid.figures.retrieval import Match, QueryResult, draw_retrieval
+
+        rows = [
+            QueryResult(
+                str(image),
+                image,
+                None,
+                [
+                    Match(c.best_match, gallery.root / c.best_match, c.identity, c.similarity, None)
+                    for c in candidates
+                ],
+            )
+            for image, candidates in zip(images, results, strict=True)
+        ]
+        draw_retrieval({model_dir.name: rows}, Path(args.figure))
+        logging.info("wrote %s", args.figure)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from reid.export import export_onnx
+
+    check = export_onnx(Path(args.model_dir), Path(args.out), atol=args.atol)
+    logging.info(
+        "wrote %s: descriptor %d-d, input N×3×%d×%d; onnxruntime vs PyTorch max abs difference "
+        "%.2e (batch sizes %s)",
+        check.path,
+        check.descriptor_dim,
+        check.img_size,
+        check.img_size,
+        check.max_abs_diff,
+        ", ".join(map(str, check.batch_sizes)),
+    )
+
+
+def cmd_figure_attention(args: argparse.Namespace) -> None:
+    from reid.engine.distributed import DistContext, resolve_device
+    from reid.engine.extract import load_trained_model
+    from reid.figures.attention import attention_maps, draw_part_attention
+
+    if args.images:
+        paths = [Path(p) for p in args.images]
+    elif args.catalogue and args.root:
+        paths = [Path(args.root) / p for p in _spread_rows(args.catalogue, args.splits, args.n)]
+    else:
+        raise UserError("give --images, or --catalogue and --root to pick images from")
+    device = resolve_device(args.device, DistContext())
+    model, config = load_trained_model(Path(args.model_dir), device)
+    views, maps = attention_maps(model, paths, config["model"]["img_size"], device)
+    draw_part_attention(views, maps, config["part_names"], Path(args.out))
+    logging.info("wrote %s (%d images)", args.out, len(paths))
+
+
+def _spread_rows(catalogue: str, splits: list[str], n: int) -> list[str]:
+    """Paths of ``n`` catalogue rows of ``splits`` spread evenly over the image ids."""
+    from reid.catalogue import read_catalogue
+
+    table = read_catalogue(catalogue)
+    rows = table[table["split"].isin(splits)].sort_values("image_id")
+    if rows.empty:
+        raise UserError(f"{catalogue} has no rows with split {' or '.join(splits)}")
+    picks = sorted({round(i * (len(rows) - 1) / max(n - 1, 1)) for i in range(min(n, len(rows)))})
+    return list(rows["path"].iloc[picks])
+
+
+def cmd_figure_retrieval(args: argparse.Namespace) -> None:
+    from reid.catalogue import read_catalogue
+    from reid.engine.extract import load_features
+    from reid.figures.retrieval import draw_retrieval, top_k_matches
+
+    catalogue = read_catalogue(args.catalogue)
+    results = {}
+    queries: list[str] | int = args.n
+    for entry in args.features:
+        name, _, path = entry.rpartition("=")
+        ids, features = load_features(Path(path))
+        name = name or Path(path).parent.name
+        results[name] = top_k_matches(
+            features,
+            ids,
+            catalogue,
+            Path(args.root),
+            args.protocol,
+            k=args.top_k,
+            queries=queries,
+            atrw_gt=Path(args.atrw_gt) if args.atrw_gt else None,
+        )
+        queries = [result.image_id for result in results[name]]  # same queries for every model
+    draw_retrieval(results, Path(args.out))
+    logging.info("wrote %s", args.out)
+
+
+def cmd_figure_curves(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from reid.figures.curves import draw_training_curves
+
+    history = Path(args.history)
+    if not history.is_file():
+        raise UserError(f"training history {history} does not exist: train the model first")
+    drawn = draw_training_curves(pd.read_csv(history), Path(args.out), title=args.title)
+    logging.info("wrote %s (%s)", args.out, ", ".join(drawn))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reid", description="PAW-ViT animal re-identification")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -165,6 +301,76 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--submission", help="also write the official ATRW submission JSON here")
     p.add_argument("--out", required=True, help="metrics.json to write")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("identify", help="rank the known identities of a gallery for new photos")
+    p.add_argument("images", nargs="+", help="new photos to identify")
+    p.add_argument("--model-dir", required=True, help="trained model directory")
+    p.add_argument(
+        "--gallery",
+        required=True,
+        help="folder with one sub-folder per identity, or a catalogue .csv (with --root)",
+    )
+    p.add_argument("--root", help="dataset root of a catalogue gallery")
+    p.add_argument(
+        "--gallery-splits", nargs="+", help="only these catalogue splits (default: all rows)"
+    )
+    p.add_argument("--top-k", type=int, default=5, help="identities listed per photo")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--out", help="write the table/JSON here instead of printing it")
+    p.add_argument("--figure", help="also draw the photos with their top matches (PNG)")
+    p.add_argument(
+        "--cache",
+        help="gallery descriptor cache (default: <model-dir>/identify-cache/<gallery hash>.npz)",
+    )
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_identify)
+
+    p = sub.add_parser("export", help="ONNX export of the descriptor network, checked")
+    p.add_argument("--model-dir", required=True, help="trained model directory")
+    p.add_argument("--out", required=True, help="model.onnx to write")
+    p.add_argument(
+        "--atol",
+        type=float,
+        default=1e-3,
+        help="largest accepted onnxruntime vs PyTorch difference",
+    )
+    p.set_defaults(func=cmd_export)
+
+    figure = sub.add_parser("figure", help="figures: attention, retrieval, curves")
+    kinds = figure.add_subparsers(dest="figure", required=True)
+    p = kinds.add_parser("attention", help="PAW-ViT part attention maps over images (Fig. 2)")
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--images", nargs="+", help="image files")
+    p.add_argument("--catalogue", help="pick images from this catalogue instead")
+    p.add_argument("--root", help="dataset root of --catalogue")
+    p.add_argument("--splits", nargs="+", default=["test", "query", "gallery"])
+    p.add_argument("--n", type=int, default=6, help="images picked from the catalogue")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.set_defaults(func=cmd_figure_attention)
+
+    p = kinds.add_parser("retrieval", help="queries and their top-k gallery matches (Figs. 7, 9)")
+    p.add_argument(
+        "--features",
+        nargs="+",
+        required=True,
+        help="features.npz per model, optionally NAME=PATH; models are drawn side by side",
+    )
+    p.add_argument("--catalogue", required=True)
+    p.add_argument("--root", required=True)
+    p.add_argument("--protocol", required=True, choices=["atrw", "query-gallery", "all-vs-all"])
+    p.add_argument("--atrw-gt", help="official ATRW gt_test_plain.json (atrw protocol)")
+    p.add_argument("--n", type=int, default=6, help="queries shown")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.set_defaults(func=cmd_figure_retrieval)
+
+    p = kinds.add_parser("curves", help="training losses, learning rate and evaluations")
+    p.add_argument("--history", required=True, help="history.csv of a training run")
+    p.add_argument("--title")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.set_defaults(func=cmd_figure_curves)
     return parser
 
 

@@ -4,6 +4,7 @@
 import copy
 import json
 import sys
+from pathlib import Path
 
 import jsonschema
 from snakemake.exceptions import WorkflowError
@@ -50,8 +51,9 @@ for _name, _dataset in config["datasets"].items():
         ("species", "species"),
         ("teachers", "teacher"),
         ("models", "model"),
+        ("models", "baseline"),
     ):
-        if _dataset[_key] not in config[_section]:
+        if _key in _dataset and _dataset[_key] not in config[_section]:
             config_error(
                 f"config.yaml → datasets → {_name} → {_key}: '{_dataset[_key]}' is not defined under {_section} "
                 f"(defined: {', '.join(sorted(config[_section]))})"
@@ -148,3 +150,22 @@ def run_settings(dataset, model):
 
 def settings_json(dataset, model):
     return json.dumps(run_settings(dataset, model), sort_keys=True)
+
+
+def part_aware(model):
+    return config["models"][model]["arch"].startswith("paw_vit")
+
+
+def dataset_figures(wildcards):
+    """Every figure of a dataset: teacher maps, and per trained model its curves, retrieval and
+    (part-aware models) attention; the comparison when the dataset names a baseline."""
+    dataset = wildcards.dataset
+    entry = config["datasets"][dataset]
+    models = [entry["model"]] + ([entry["baseline"]] if "baseline" in entry else [])
+    figures = [f"results/{dataset}/figures/part_maps.png"]
+    for model in models:
+        kinds = ["curves", "retrieval"] + (["attention"] if part_aware(model) else [])
+        figures += [f"results/{dataset}/{model}/figures/{kind}.png" for kind in kinds]
+    if "baseline" in entry:
+        figures.append(f"results/{dataset}/figures/retrieval_comparison.png")
+    return figures

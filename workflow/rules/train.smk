@@ -6,6 +6,7 @@ rule train:
     output:
         weights="results/{dataset}/{model}/model.safetensors",
         config="results/{dataset}/{model}/model.json",
+        history="results/{dataset}/{model}/history.csv",
     log:
         "results/{dataset}/logs/{model}/train.log",
     benchmark:
