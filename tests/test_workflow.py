@@ -100,9 +100,14 @@ def test_a_config_typo_is_one_clear_line(tmp_path, edit, expected):
 
 
 @pytest.mark.slow
-def test_demo_dag_end_to_end_then_nothing_to_do(tmp_path):
+def test_demo_dag_end_to_end_with_figures_and_report_then_nothing_to_do(tmp_path):
     small_config(tmp_path)
-    run = snakemake(tmp_path, "--cores", "2", "results/demo/metrics.json")
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    config["datasets"]["demo"]["baseline"] = "vit_demo"
+    config["models"]["vit_demo"]["img_size"] = 32
+    write_config(tmp_path, config)
+    targets = ["results/demo/metrics.json", "results/demo/figures/README.md"]
+    run = snakemake(tmp_path, "--cores", "2", *targets)
     assert run.returncode == 0, run.stderr[-3000:]
     metrics = json.loads((tmp_path / "results/demo/metrics.json").read_text())
     for key in ("mAP", "rank1", "rank5", "rank10", "mINP"):
@@ -110,7 +115,36 @@ def test_demo_dag_end_to_end_then_nothing_to_do(tmp_path):
     provenance = metrics["provenance"]
     assert provenance["model"] == "paw_vit_demo" and provenance["K"] == 5
     assert provenance["epochs"] == 2 and len(provenance["teacher_id"]) == 12
-    again = snakemake(tmp_path, "-n", "results/demo/metrics.json")
+
+    figures = {
+        "figures/part_maps.png",
+        "figures/retrieval_comparison.png",
+        "paw_vit_demo/figures/attention.png",
+        "paw_vit_demo/figures/curves.png",
+        "paw_vit_demo/figures/retrieval.png",
+        "vit_demo/figures/curves.png",
+        "vit_demo/figures/retrieval.png",
+    }
+    listed = (tmp_path / "results/demo/figures/README.md").read_text()
+    for figure in figures:
+        path = tmp_path / "results/demo" / figure
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+        assert f"results/demo/{figure}" in listed
+    assert not (tmp_path / "results/demo/vit_demo/figures/attention.png").exists()
+
+    report = tmp_path / "report.html"
+    made = snakemake(tmp_path, "--report", str(report), *targets)
+    assert made.returncode == 0, made.stderr[-3000:]
+    html = report.read_text()
+    for caption in (
+        "Part attention of paw_vit_demo",
+        "Top-5 retrieval of vit_demo",
+        "Teacher part maps of demo",
+        "Training of paw_vit_demo",
+    ):
+        assert caption in html
+
+    again = snakemake(tmp_path, "-n", *targets)
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
 
