@@ -17,7 +17,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --disable-pip-version-check -e .
+	$(BIN)/python -m pip install --disable-pip-version-check -e ".[all]"
 	touch $@
 
 ## Run the embedded demo end to end: synthetic species -> part maps -> PAW-ViT -> metrics.
