@@ -150,6 +150,20 @@ def test_demo_dag_end_to_end_with_figures_and_report_then_nothing_to_do(tmp_path
 
 
 @pytest.mark.slow
+def test_a_training_job_with_two_gpus_runs_torchrun_ddp(tmp_path):
+    """`--set-resources train:gpu=2` makes the train job launch one process per device (here
+    two CPU processes with gloo, as two GPUs would get NCCL)."""
+    small_config(tmp_path)
+    target = "results/demo/paw_vit_demo/model.safetensors"
+    run = snakemake(
+        tmp_path, target, "--cores", "2", "--resources", "gpu=2", "--set-resources", "train:gpu=2"
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    trained = json.loads((tmp_path / "results/demo/paw_vit_demo/model.json").read_text())
+    assert trained["world_size"] == 2 and trained["epochs"] == 2
+
+
+@pytest.mark.slow
 def test_atrw_as_users_run_it(tmp_path):
     """The real results/atrw rules on a miniature ATRW tree in the official formats."""
     atrw = make_atrw_tree(tmp_path)

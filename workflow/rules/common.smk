@@ -152,6 +152,14 @@ def settings_json(dataset, model):
     return json.dumps(run_settings(dataset, model), sort_keys=True)
 
 
+def train_launcher(gpus):
+    """`reid` for one GPU (or CPU); torchrun DDP with one process per GPU when a job has several
+    (`--set-resources train:gpu=4`): a multi-GPU node needs no hand-written command."""
+    if gpus <= 1:
+        return "reid"
+    return f"torchrun --standalone --nproc-per-node {gpus} -m reid.cli"
+
+
 def part_aware(model):
     return config["models"][model]["arch"].startswith("paw_vit")
 

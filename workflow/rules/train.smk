@@ -23,10 +23,12 @@ rule train:
         root=lambda wc: dataset_root(wc.dataset),
         masks=lambda wc: masks_dir(wc.dataset),
         out=lambda wc: f"results/{wc.dataset}/{wc.model}",
+        launch=lambda wc, resources: train_launcher(resources.gpu),
+        workers=lambda wc, threads, resources: max(1, threads // max(1, resources.gpu)),
     shell:
-        "reid train --settings-json {params.settings:q} --catalogue {input.catalogue:q} "
+        "{params.launch} train --settings-json {params.settings:q} --catalogue {input.catalogue:q} "
         "--root {params.root:q} --masks {params.masks:q} --out {params.out:q} "
-        "--workers {threads} --resume --no-progress > {log:q} 2>&1"
+        "--workers {params.workers} --resume --no-progress > {log:q} 2>&1"
 
 
 rule extract:
