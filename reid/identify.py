@@ -189,7 +189,7 @@ def check_readable(paths: list[Path]) -> None:
     if not paths:
         raise UserError("no images to identify: pass one or more image paths")
     for path in paths:
-        read_rgb(path)
+        read_rgb(path, missing_fix="check the path of the photo to identify")
 
 
 def default_cache(model_dir: Path, gallery_source: Path) -> Path:
