@@ -1,0 +1,160 @@
+"""Teacher members' throughput: images/s of each member with its real architecture, random weights.
+
+    .venv/bin/python bench/bench_members.py [--images DIR] [--n 8] [--device cpu]
+
+Weights cannot be downloaded here, so every neural member runs its real architecture with random
+initialisation (yolov8n-seg, yolov8n, yolo11n-pose with AP-10K's 17 keypoints, SAM ViT-B, and the
+mmpose AP-10K HRNet-w32 and RTMPose-m configs when mmpose is installed). Speed does not depend on
+the weights' values, except where the output size does: a random detector finds nothing, so
+downstream work on detections is not exercised, which the table says. Images: the first --n
+photos of --images (e.g. ../shared/data/nyala/train), else random 384×512 images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from pseudomasks.keypoint_schemas import AP10K
+from pseudomasks.members.base import MemberContext, Sample, WeightsSpec
+from pseudomasks.members.registry import member_class
+from pseudomasks.species import parse_species
+
+SPECIES = parse_species(
+    {
+        "name": "quadruped",
+        "keypoint_schema": "ap10k",
+        "parts": [
+            {"name": "head", "keypoints": ["left_eye", "right_eye", "nose"]},
+            {"name": "body", "keypoints": ["neck", "root_of_tail"]},
+        ],
+    }
+)
+
+
+def load_samples(images: Path | None, n: int) -> list[Sample]:
+    if images is None:
+        rng = np.random.default_rng(0)
+        arrays = [rng.integers(0, 255, (384, 512, 3), dtype=np.uint8) for _ in range(n)]
+    else:
+        paths = sorted(p for p in images.rglob("*.jpg"))[:n]
+        arrays = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in paths]
+    return [Sample(f"img{i}", a, {}, Path(".")) for i, a in enumerate(arrays)]
+
+
+def centre_keypoints(samples: list[Sample]) -> list[np.ndarray]:
+    """AP-10K keypoints spread over the middle of each image: prompts/seeds for SAM and GrabCut."""
+    out = []
+    for sample in samples:
+        h, w = sample.image.shape[:2]
+        xs = np.linspace(0.3 * w, 0.7 * w, len(AP10K))
+        out.append(np.column_stack([xs, np.full(len(AP10K), 0.5 * h), np.ones(len(AP10K))]))
+    return out
+
+
+def random_weights(root: Path) -> dict[str, WeightsSpec]:
+    """Save the random-initialised models as the files the members load."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    import ultralytics
+    import yaml
+    from segment_anything import sam_model_registry
+    from ultralytics import YOLO
+
+    cfg = Path(ultralytics.__file__).parent / "cfg" / "models"
+    pose = yaml.safe_load((cfg / "11" / "yolo11-pose.yaml").read_text())
+    pose.update(nc=1, kpt_shape=[len(AP10K), 3])
+    (root / "yolo11n-pose-ap10k.yaml").write_text(yaml.safe_dump(pose))
+    paths = {}
+    for name, source in (
+        ("pose", str(root / "yolo11n-pose-ap10k.yaml")),
+        ("seg", "yolov8n-seg.yaml"),
+        ("detect", "yolov8n.yaml"),
+    ):
+        torch.manual_seed(0)
+        paths[name] = root / f"{name}.pt"
+        YOLO(source).save(paths[name])
+    torch.manual_seed(0)
+    paths["sam"] = root / "sam_vit_b.pth"
+    torch.save(sam_model_registry["vit_b"](checkpoint=None).state_dict(), paths["sam"])
+    return {name: WeightsSpec(str(path), "", "") for name, path in paths.items()}
+
+
+def time_member(run: Callable[[], object], n: int, repeats: int) -> float:
+    """Best images/s over ``repeats`` runs after one warm-up run."""
+    run()
+    best = min(_seconds(run) for _ in range(repeats))
+    return n / best
+
+
+def _seconds(run: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=Path)
+    parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    samples = load_samples(args.images, args.n)
+    keypoints = centre_keypoints(samples)
+    print(
+        f"{platform.node()}: {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"device {args.device}, {len(samples)} images of {samples[0].image.shape[1]}×"
+        f"{samples[0].image.shape[0]} px"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = random_weights(Path(tmp))
+        context = MemberContext(SPECIES, confidence=0.3, device=args.device, weights=weights)
+        cases = [
+            ("segmentation", "grabcut", {}, "no weights"),
+            ("segmentation", "yolo_seg", {"weights": "seg"}, "yolov8n-seg, 640 px"),
+            ("segmentation", "sam", {"weights": "sam", "model_type": "vit_b"}, "ViT-B, 1024 px"),
+            ("pose", "ultralytics_pose", {"weights": "pose"}, "yolo11n-pose, 640 px"),
+            ("detector", "yolo_detect", {"weights": "detect"}, "yolov8n, 640 px"),
+        ]
+        try:
+            import mmpose  # noqa: F401
+
+            for config, label in (
+                (
+                    "animal_2d_keypoint/topdown_heatmap/ap10k/"
+                    "td-hm_hrnet-w32_8xb64-210e_ap10k-256x256.py",
+                    "AP-10K HRNet-w32, 256 px",
+                ),
+                (
+                    "animal_2d_keypoint/rtmpose/ap10k/rtmpose-m_8xb64-210e_ap10k-256x256.py",
+                    "AP-10K RTMPose-m, 256 px",
+                ),
+            ):
+                cases.append(("pose", "mmpose", {"config": config}, label))
+        except ImportError:
+            print("mmpose not installed: its members are not measured")
+        print(f"{'member':<18}{'architecture':<28}{'img/s':>8}")
+        for kind, name, options, label in cases:
+            cls = member_class(kind, name, "bench")
+            member = cls(cls.resolve_options(options, name), context)
+            if kind == "segmentation":
+                run = lambda m=member: m.predict(samples, keypoints)  # noqa: E731
+            else:
+                run = lambda m=member: m.predict(samples)  # noqa: E731
+            repeats = 1 if name == "sam" else args.repeats
+            print(f"{name:<18}{label:<28}{time_member(run, len(samples), repeats):8.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
