@@ -18,6 +18,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --disable-pip-version-check -e ".[all]"
+	bash tools/install_mmpose.sh $(BIN)/python
 	touch $@
 
 ## Run the embedded demo end to end: synthetic species -> part maps -> PAW-ViT -> metrics.

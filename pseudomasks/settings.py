@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pseudomasks.combine import COMBINE_RULES
+from pseudomasks.combine import COMBINE_RULES, POSE_COMBINE_RULES, contributed_keypoints
 from pseudomasks.errors import UserError
 from pseudomasks.fusion import FUSION_VERSION
-from pseudomasks.members.base import WeightsSpec
+from pseudomasks.members.base import POSE_DEFAULTS, WeightsSpec
 from pseudomasks.members.registry import member_class
 from pseudomasks.silhouette_template import template_regions
 from pseudomasks.species import Species, parse_species
@@ -36,7 +36,11 @@ TEACHER_KEYS = {
     "fallback",
     "detector",
     "confidence",
+    "pose_combine",
 }
+TEACHER_DEFAULTS: Mapping[str, Any] = {"pose_combine": "confidence"}
+"""Defaults of the teacher keys that came after the first cached maps: see
+:meth:`Settings.identity`."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ class Settings:
     pose: tuple[MemberSpec, ...]
     segmentation: tuple[MemberSpec, ...]
     combine: str
+    pose_combine: str
     fallback: str | None
     detector: MemberSpec | None
     confidence: float
@@ -66,12 +71,17 @@ class Settings:
     weights: Mapping[str, WeightsSpec]
 
     def identity(self) -> dict[str, Any]:
-        """Everything that changes the maps, canonical: the teacher id is its hash."""
-        return {
+        """Everything that changes the maps, canonical: the teacher id is its hash.
+
+        Options added after teachers were first cached (``teacher.pose_combine``, the pose
+        members' ``keypoints``) enter only when they differ from their defaults, so teachers
+        that do not use them keep their ids and their cached maps.
+        """
+        identity = {
             "fusion_version": FUSION_VERSION,
             "mask_size": self.mask_size,
             "confidence": self.confidence,
-            "pose": [m.to_json() for m in self.pose],
+            "pose": [_without_defaults(m.to_json(), POSE_DEFAULTS) for m in self.pose],
             "segmentation": [m.to_json() for m in self.segmentation],
             "combine": self.combine,
             "fallback": self.fallback,
@@ -81,6 +91,11 @@ class Settings:
             "species": self.species.to_json(),
             "weights": {name: w.sha256 for name, w in sorted(self.weights.items())},
         }
+        return identity | _without_defaults({"pose_combine": self.pose_combine}, TEACHER_DEFAULTS)
+
+
+def _without_defaults(entries: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in entries.items() if k not in defaults or v != defaults[k]}
 
 
 def teacher_id(settings: Settings | Mapping[str, Any]) -> str:
@@ -134,6 +149,12 @@ def parse_settings(doc: Mapping[str, Any]) -> Settings:
         raise UserError(
             f"settings: teacher.combine {combine!r} unknown; use one of: {', '.join(COMBINE_RULES)}"
         )
+    pose_combine = teacher.get("pose_combine", TEACHER_DEFAULTS["pose_combine"])
+    if pose_combine not in POSE_COMBINE_RULES:
+        raise UserError(
+            f"settings: teacher.pose_combine {pose_combine!r} unknown; use one of: "
+            f"{', '.join(POSE_COMBINE_RULES)}"
+        )
     fallback = teacher.get("fallback")
     if fallback is not None and fallback not in FALLBACKS:
         raise UserError(
@@ -143,6 +164,9 @@ def parse_settings(doc: Mapping[str, Any]) -> Settings:
     if fallback == "silhouette_template":
         template_regions(species)
     pose = _members("pose", teacher.get("pose", []))
+    for i, member in enumerate(pose):
+        where = f"settings: teacher.pose[{i}] ({member.name})"
+        contributed_keypoints(member.options["keypoints"], species, where)
     segmentation = _members("segmentation", teacher.get("segmentation"))
     if not segmentation:
         raise UserError("settings: teacher.segmentation needs at least one member")
@@ -160,6 +184,7 @@ def parse_settings(doc: Mapping[str, Any]) -> Settings:
         pose=pose,
         segmentation=segmentation,
         combine=combine,
+        pose_combine=pose_combine,
         fallback=fallback,
         detector=detector,
         confidence=float(confidence),

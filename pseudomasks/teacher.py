@@ -18,7 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from pseudomasks.combine import combine_keypoints, combine_masks
+from pseudomasks.combine import (
+    combine_keypoints,
+    combine_masks,
+    contributed_keypoints,
+    restrict_keypoints,
+)
 from pseudomasks.fusion import PartMap, fuse_part_map, used_keypoints
 from pseudomasks.images import UnreadableInput, read_rgb
 from pseudomasks.members.base import (
@@ -93,6 +98,10 @@ class Teacher:
         self.pose: list[PoseMember] = [
             pose_member_class(m.name, "teacher.pose")(m.options, context) for m in settings.pose
         ]
+        self.contributed = [
+            contributed_keypoints(m.options["keypoints"], settings.species, "teacher.pose")
+            for m in settings.pose
+        ]
         self.segmentation: list[SegmentationMember] = [
             segmentation_member_class(m.name, "teacher.segmentation")(m.options, context)
             for m in settings.segmentation
@@ -111,11 +120,19 @@ class Teacher:
         boxes = self.detector.predict(samples) if self.detector else [None] * len(samples)
         crops = [crop_sample(s, b) for s, b in zip(samples, boxes, strict=True)]
         poses = []
-        for m in self.pose:
+        for m, contributed in zip(self.pose, self.contributed, strict=True):
             seen, frames = _view(m, samples, crops, boxes)
             predicted = _isolated(m.predict, seen, (), failed)
-            poses.append([keypoints_to_full(k, f) for k, f in zip(predicted, frames, strict=True)])
-        keypoints = [combine_keypoints([p[i] for p in poses]) for i in range(len(samples))]
+            poses.append(
+                [
+                    restrict_keypoints(keypoints_to_full(k, f), contributed)
+                    for k, f in zip(predicted, frames, strict=True)
+                ]
+            )
+        rule, confidence = self.settings.pose_combine, self.settings.confidence
+        keypoints = [
+            combine_keypoints([p[i] for p in poses], rule, confidence) for i in range(len(samples))
+        ]
         masks = []
         for m in self.segmentation:
             seen, frames = _view(m, samples, crops, boxes)

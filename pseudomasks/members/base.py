@@ -7,7 +7,8 @@ read its ``DEFAULTS``, and ``pseudomasks teacher-id`` must stay instant.
 
 - A pose member returns, per sample, keypoints ``N×3`` ``[x, y, v]`` in image pixels in the
   *species'* keypoint schema order (a model with another schema maps its output), or ``None``
-  when it has nothing for that image.
+  when it has nothing for that image. Every pose member also takes the shared ``keypoints``
+  option (:data:`POSE_DEFAULTS`), which the teacher applies to its output.
 - A segmentation member returns, per sample, an ``H×W`` bool foreground or ``None``; it sees
   the pose ensemble's keypoints (prompts for SAM, seeds for GrabCut).
 - A member that cannot read one image's input raises :class:`UnreadableInput`; the teacher then
@@ -33,6 +34,7 @@ from pseudomasks.species import Species
 __all__ = [
     "Member",
     "MemberContext",
+    "POSE_DEFAULTS",
     "PoseMember",
     "Sample",
     "SegmentationMember",
@@ -84,15 +86,21 @@ class Member:
         self.context = context
 
     @classmethod
+    def option_defaults(cls) -> Mapping[str, Any]:
+        """Every option with its default: the member's ``DEFAULTS`` plus those its kind shares."""
+        return cls.DEFAULTS
+
+    @classmethod
     def resolve_options(cls, options: Mapping[str, Any], where: str) -> dict[str, Any]:
         """Defaults filled in, unknown names and wrong types rejected."""
-        unknown = sorted(set(options) - set(cls.DEFAULTS))
+        defaults = cls.option_defaults()
+        unknown = sorted(set(options) - set(defaults))
         if unknown:
-            known = ", ".join(cls.DEFAULTS) or "none"
+            known = ", ".join(defaults) or "none"
             raise UserError(f"{where}: unknown option '{unknown[0]}'; known options: {known}")
-        resolved = dict(cls.DEFAULTS)
+        resolved = dict(defaults)
         for key, value in options.items():
-            resolved[key] = _typed(value, cls.DEFAULTS[key], f"{where}.{key}")
+            resolved[key] = _typed(value, defaults[key], f"{where}.{key}")
         cls.check_options(resolved, where)
         return resolved
 
@@ -118,7 +126,33 @@ def _typed(value: Any, default: Any, where: str) -> Any:
     return value
 
 
+POSE_DEFAULTS: Mapping[str, Any] = {"keypoints": None}
+"""Options every pose member has, applied by the teacher rather than by each member:
+``keypoints`` lists the species keypoints the member contributes to the ensemble (null: all of
+them; the others are dropped from its output, see :func:`pseudomasks.combine.restrict_keypoints`)."""
+
+
 class PoseMember(Member, ABC):
+    @classmethod
+    def option_defaults(cls) -> Mapping[str, Any]:
+        return {**cls.DEFAULTS, **POSE_DEFAULTS}
+
+    @classmethod
+    def resolve_options(cls, options: Mapping[str, Any], where: str) -> dict[str, Any]:
+        resolved = super().resolve_options(options, where)
+        names = resolved["keypoints"]
+        if names is not None and (
+            not isinstance(names, list)
+            or not names
+            or not all(isinstance(n, str) for n in names)
+            or len(set(names)) != len(names)
+        ):
+            raise UserError(
+                f"{where}.keypoints: must be a non-empty list of distinct species keypoint "
+                f"names (or null for all), got {names!r}"
+            )
+        return resolved
+
     @abstractmethod
     def predict(self, samples: Sequence[Sample]) -> list[np.ndarray | None]:
         """Keypoints ``N×3`` per sample in the species' schema order, or None."""

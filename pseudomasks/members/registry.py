@@ -15,6 +15,7 @@ from pseudomasks.members.detection import DetectorMember
 POSE_MEMBERS: dict[str, str] = {
     "annotations": "pseudomasks.members.annotations:AnnotationPose",
     "ultralytics_pose": "pseudomasks.members.ultralytics_pose:UltralyticsPose",
+    "mmpose": "pseudomasks.members.mmpose_pose:MmposePose",
 }
 
 SEGMENTATION_MEMBERS: dict[str, str] = {
