@@ -183,6 +183,20 @@ def test_pose_member_runs_the_real_model(models):
     assert next(pose.model.model.parameters()).device.type == "cpu"
 
 
+def test_ultralytics_members_leave_torch_threads_as_they_were(models):
+    """ultralytics' predict sets torch to one thread on CPU; the members after it (SAM, mmpose)
+    in the same teacher process must keep theirs."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        member(YoloSeg, models, weights="seg", imgsz=SMALL).predict(samples(), [None, None])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_pose_keypoint_map_reorders_and_fills_missing(models):
     options = {"weights": "pose", "confidence": 0.0, "imgsz": SMALL}
     plain = member(UltralyticsPose, models, **options).predict(samples())

@@ -81,15 +81,25 @@ def predict_batch(
     model: Any, samples: Sequence[Sample], device: str, options: Mapping[str, Any], **extra: Any
 ) -> list[Any]:
     """One batched ``predict`` over the samples (RGB, converted to the BGR ultralytics expects)
-    with the member's ``imgsz`` and ``confidence`` options; ``extra`` adds task options."""
-    return model.predict(
-        [bgr(s.image) for s in samples],
-        device=device,
-        imgsz=options["imgsz"],
-        conf=options["confidence"],
-        verbose=False,
-        **extra,
-    )
+    with the member's ``imgsz`` and ``confidence`` options; ``extra`` adds task options.
+
+    ultralytics' CPU device selection sets torch to one thread for the whole process; the
+    previous count is restored so that the members after it (SAM, mmpose) keep every core.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        return model.predict(
+            [bgr(s.image) for s in samples],
+            device=device,
+            imgsz=options["imgsz"],
+            conf=options["confidence"],
+            verbose=False,
+            **extra,
+        )
+    finally:
+        torch.set_num_threads(threads)
 
 
 def largest_box(xyxy: np.ndarray) -> int:
