@@ -202,13 +202,13 @@ def cmd_figure_attention(args: argparse.Namespace) -> None:
 def _spread_rows(catalogue: str, splits: list[str], n: int) -> list[str]:
     """Paths of ``n`` catalogue rows of ``splits`` spread evenly over the image ids."""
     from reid.catalogue import read_catalogue
+    from reid.figures.retrieval import evenly_spread
 
     table = read_catalogue(catalogue)
     rows = table[table["split"].isin(splits)].sort_values("image_id")
     if rows.empty:
         raise UserError(f"{catalogue} has no rows with split {' or '.join(splits)}")
-    picks = sorted({round(i * (len(rows) - 1) / max(n - 1, 1)) for i in range(min(n, len(rows)))})
-    return list(rows["path"].iloc[picks])
+    return list(rows["path"].iloc[evenly_spread(len(rows), n)])
 
 
 def cmd_figure_retrieval(args: argparse.Namespace) -> None:

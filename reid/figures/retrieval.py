@@ -137,6 +137,14 @@ def top_k_matches(
     return results
 
 
+def evenly_spread(total: int, n: int) -> np.ndarray:
+    """``min(n, total)`` distinct positions in ``range(total)`` spread evenly, first and last
+    included: a deterministic sample that covers a sorted list from end to end."""
+    count = min(n, total)
+    # linspace steps are >= 1 when count <= total, so rounding never repeats a position.
+    return np.linspace(0, total - 1, count).round().astype(int)
+
+
 def _choose_queries(
     query_ids: np.ndarray, queries: Sequence[str] | int, protocol: str
 ) -> np.ndarray:
@@ -145,9 +153,7 @@ def _choose_queries(
         if queries < 1:
             raise UserError(f"the retrieval figure needs at least 1 query, got {queries}")
         by_id = np.argsort(query_ids.astype(str), kind="stable")
-        count = min(queries, len(by_id))
-        # linspace steps are >= 1 when count <= number of queries, so rounding never repeats.
-        return by_id[np.linspace(0, len(by_id) - 1, count).round().astype(int)]
+        return by_id[evenly_spread(len(by_id), queries)]
     if not len(queries):
         raise UserError("the retrieval figure needs at least 1 query, got an empty list")
     position = {image_id: i for i, image_id in enumerate(query_ids)}
