@@ -26,6 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from random_yolo import save_random_yolo_models
+from test_pseudomasks_detector import SPECIES as TOY
 from test_pseudomasks_settings import changed, tiger_settings
 
 from pseudomasks.combine import combine_keypoints, contributed_keypoints, restrict_keypoints
@@ -42,16 +43,6 @@ from pseudomasks.teacher import Teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "animal_2d_keypoint/topdown_heatmap/ap10k/td-hm_hrnet-w32_8xb64-210e_ap10k-256x256.py"
-TOY = {
-    "name": "toy",
-    "keypoint_schema": "custom",
-    "keypoints": ["a", "b", "c"],
-    "parts": [
-        {"name": "front", "keypoints": ["a"]},
-        {"name": "middle", "keypoints": ["c"]},
-        {"name": "rear", "keypoints": ["b"]},
-    ],
-}
 ANIMAL = {
     "name": "animal",
     "keypoint_schema": "ap10k",
