@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from slurm_cluster import SlurmCluster
-from test_workflow import REPO, small_config, snakemake
+from test_workflow import REPO, small_config, snakemake, succeeded
 
 GPU_RULES = ("teacher_shard", "train")
 # One Slurm job per rule, except the profile's `evaluation` group: one job for its three rules,
@@ -87,7 +87,7 @@ def test_demo_runs_as_slurm_jobs(slurm, tmp_path, monkeypatch):
         "--slurm-keep-successful-logs",
         "results/demo/metrics.json",
     )
-    assert run.returncode == 0, run.stderr[-3000:] + slurm.log_tail()
+    assert succeeded(run, tmp_path, slurm.log_tail())
     metrics = json.loads((tmp_path / "results/demo/metrics.json").read_text())
     assert metrics["provenance"]["model"] == "paw_vit_demo"
     assert finished_jobs(slurm) == SLURM_JOBS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,20 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
     command = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir)
+
+
+def succeeded(run: subprocess.CompletedProcess, workdir: Path, context: str = "") -> bool:
+    """True for a successful run; otherwise fail with Snakemake's error and the end of each
+    failed job's log (the logs hold the reason, Snakemake's own output only names them)."""
+    if run.returncode == 0:
+        return True
+    report = [run.stderr[-3000:]]
+    for logs in re.findall(r"log: (.+?) \(check log file", run.stderr):
+        for log in logs.split(", "):
+            path = workdir / log
+            text = path.read_text(errors="replace") if path.is_file() else "(not written)"
+            report.append(f"--- {log} (last 40 lines) ---\n" + "\n".join(text.splitlines()[-40:]))
+    pytest.fail("\n".join([*report, context]), pytrace=False)
 
 
 def shipped_config() -> dict:
@@ -108,7 +123,7 @@ def test_demo_dag_end_to_end_with_figures_and_report_then_nothing_to_do(tmp_path
     write_config(tmp_path, config)
     targets = ["results/demo/metrics.json", "results/demo/figures/README.md"]
     run = snakemake(tmp_path, "--cores", "2", *targets)
-    assert run.returncode == 0, run.stderr[-3000:]
+    assert succeeded(run, tmp_path)
     metrics = json.loads((tmp_path / "results/demo/metrics.json").read_text())
     for key in ("mAP", "rank1", "rank5", "rank10", "mINP"):
         assert 0.0 <= metrics[key] <= 1.0
@@ -134,7 +149,7 @@ def test_demo_dag_end_to_end_with_figures_and_report_then_nothing_to_do(tmp_path
 
     report = tmp_path / "report.html"
     made = snakemake(tmp_path, "--report", str(report), *targets)
-    assert made.returncode == 0, made.stderr[-3000:]
+    assert succeeded(made, tmp_path)
     html = report.read_text()
     for caption in (
         "Part attention of paw_vit_demo",
@@ -158,7 +173,7 @@ def test_a_training_job_with_two_gpus_runs_torchrun_ddp(tmp_path):
     run = snakemake(
         tmp_path, target, "--cores", "2", "--resources", "gpu=2", "--set-resources", "train:gpu=2"
     )
-    assert run.returncode == 0, run.stderr[-3000:]
+    assert succeeded(run, tmp_path)
     trained = json.loads((tmp_path / "results/demo/paw_vit_demo/model.json").read_text())
     assert trained["world_size"] == 2 and trained["epochs"] == 2
 
@@ -172,7 +187,7 @@ def test_atrw_as_users_run_it(tmp_path):
     tiny_training(config, "atrw", "paw_vit_demo")
     write_config(tmp_path, config)
     run = snakemake(tmp_path, "--cores", "2", "results/atrw/metrics.json")
-    assert run.returncode == 0, run.stderr[-3000:]
+    assert succeeded(run, tmp_path)
     metrics = json.loads((tmp_path / "results/atrw/metrics.json").read_text())
     for group in ("single_cam", "cross_cam"):
         assert set(metrics[group]) >= {"mAP", "rank1", "rank5"}
@@ -225,7 +240,7 @@ def test_a_new_species_needs_only_config(tmp_path):
     tiny_training(config, "yaks", "paw_vit_demo")
     write_config(tmp_path, config)
     run = snakemake(tmp_path, "--cores", "2", "results/yaks/metrics.json")
-    assert run.returncode == 0, run.stderr[-3000:]
+    assert succeeded(run, tmp_path)
     metrics = json.loads((tmp_path / "results/yaks/metrics.json").read_text())
     assert metrics["provenance"]["K"] == 4
     assert metrics["provenance"]["part_names"] == ["hind_legs", "body", "front_legs", "head"]
@@ -248,7 +263,7 @@ def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
 def test_cache_semantics(tmp_path):
     """Which jobs rerun after each kind of change (a finished run first)."""
     small_config(tmp_path)
-    assert snakemake(tmp_path, "--cores", "2", "results/demo/metrics.json").returncode == 0
+    assert succeeded(snakemake(tmp_path, "--cores", "2", "results/demo/metrics.json"), tmp_path)
     masks = tmp_path / "results/demo/masks"
     (teacher_dir,) = [p for p in masks.iterdir() if p.is_dir()]
     shards = sorted(teacher_dir.glob("shard-*.npz"))
@@ -264,7 +279,7 @@ def test_cache_semantics(tmp_path):
     plan = planned_jobs(snakemake(tmp_path, "-n", "results/demo/metrics.json"))
     assert plan.keys() >= {"train", "extract", "evaluate"}
     assert not plan.keys() & {"catalogue", "teacher_shard", "teacher_index"}
-    assert snakemake(tmp_path, "--cores", "2", "results/demo/metrics.json").returncode == 0
+    assert succeeded(snakemake(tmp_path, "--cores", "2", "results/demo/metrics.json"), tmp_path)
     assert {p: p.stat().st_mtime_ns for p in shards} == mtimes
     assert (
         json.loads((tmp_path / "results/demo/metrics.json").read_text())["provenance"]["epochs"]
@@ -281,7 +296,7 @@ def test_cache_semantics(tmp_path):
         "extract",
         "evaluate",
     }
-    assert snakemake(tmp_path, "--cores", "2", "results/demo/metrics.json").returncode == 0
+    assert succeeded(snakemake(tmp_path, "--cores", "2", "results/demo/metrics.json"), tmp_path)
     teacher_dirs = sorted(p.name for p in masks.iterdir() if p.is_dir())
     assert len(teacher_dirs) == 2 and teacher_dir.name in teacher_dirs
     new_id = json.loads((tmp_path / "results/demo/metrics.json").read_text())["provenance"][
@@ -299,5 +314,5 @@ def test_cache_semantics(tmp_path):
     (tmp_path / "results/demo/metrics.json").unlink()
     plan = planned_jobs(snakemake(tmp_path, "-n", "results/demo/metrics.json"))
     assert plan["teacher_shard"] == 1 and plan["teacher_index"] == 1 and "catalogue" not in plan
-    assert snakemake(tmp_path, "--cores", "2", "results/demo/metrics.json").returncode == 0
+    assert succeeded(snakemake(tmp_path, "--cores", "2", "results/demo/metrics.json"), tmp_path)
     assert first.is_file() and second.stat().st_mtime_ns == kept
