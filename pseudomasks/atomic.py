@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import uuid
@@ -10,11 +11,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from pseudomasks.errors import UserError
+
+_OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
 
 @contextmanager
 def atomic_open(path: Path) -> Iterator[IO[bytes]]:
-    """Binary file handle on a temporary file beside ``path``, moved onto it on success and
-    deleted on failure (same directory, so ``os.replace`` is atomic)."""
+    """Binary file handle on a temporary file beside ``path``, flushed to disk and moved onto it
+    on success, deleted on failure (same directory, so ``os.replace`` is atomic). A full disk or
+    exhausted quota becomes one clear error naming the file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # A unique name created with the default permissions (umask): mkstemp's private 0600 would
     # hide the cached maps from the other users of a shared project directory.
@@ -25,8 +31,13 @@ def atomic_open(path: Path) -> Iterator[IO[bytes]]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno in _OUT_OF_SPACE:
+            raise UserError(
+                f"no space left to write {path} ({os.strerror(error.errno)}): free space on that "
+                "disk or raise the quota, then rerun; the part maps already written are kept"
+            ) from None
         raise
 
 

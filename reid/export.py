@@ -14,7 +14,6 @@ import contextlib
 import itertools
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import onnxruntime
 import torch
 from torch import nn
 
+from reid.atomic import atomic_path
 from reid.data.transforms import MEAN, STD
 from reid.engine.extract import load_trained_model
 from reid.errors import UserError
@@ -80,13 +80,13 @@ def export_onnx(
         )
     if out.is_dir():
         raise UserError(f"{out} is a directory: give the path of the .onnx file to write")
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.touch()  # fail now, not after a minute of tracing, when the directory is read-only
-    except OSError as error:
-        raise UserError(f"cannot write {out} ({error}): choose a writable output path") from None
-    try:
+    with atomic_path(out) as tmp:
+        try:  # fail now, not after a minute of tracing, when the directory is read-only
+            tmp.touch()
+        except OSError as error:
+            raise UserError(
+                f"cannot write {out} ({error}): choose a writable output path"
+            ) from None
         trace_batch = next(b for b in itertools.count(2) if b not in check_batch_sizes)
         example = _images(trace_batch, img_size, seed=0)
         with torch.no_grad():
@@ -99,9 +99,6 @@ def export_onnx(
                 f"ONNX export {out} differs from the PyTorch model by {max_diff:.3g} (tolerance "
                 f"{atol:g}): not written; raise --atol if that is acceptable, else report a bug"
             )
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return ExportCheck(
         path=out,
         descriptor_dim=descriptor_dim,

@@ -9,7 +9,6 @@ is written beside it as `<name>.json` for people and tools; loading uses the emb
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from reid.atomic import atomic_write_text
+from reid.atomic import atomic_path, atomic_write_text
 from reid.errors import UserError
 
 STATE_KEY = "training_state"
@@ -27,13 +26,13 @@ def save_tensors(
     path: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any] | None = None
 ) -> None:
     """Atomically save `tensors` (to CPU, contiguous) with an optional JSON `state`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     metadata = {STATE_KEY: json.dumps(state)} if state is not None else None
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata
-    )
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+            str(tmp),
+            metadata=metadata,
+        )
     if state is not None:
         atomic_write_text(path.with_suffix(".json"), json.dumps(state, indent=2))
 
