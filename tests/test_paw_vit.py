@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from timm.layers import resample_abs_pos_embed
+from timm.models.vision_transformer import ResPostBlock
 
 from reid.errors import UserError
 from reid.losses import OrientationLoss, SegmentationLoss
@@ -76,17 +77,15 @@ def test_atm_maps_follow_the_paper_equations():
 
 
 def test_background_token_never_reaches_the_descriptor():
+    """In eval the final norm sees the K part tokens only: the background token's (and the
+    patches') final outputs are never computed; a part token's output does reach the descriptor."""
     model = small_paw().eval()
     x = torch.randn(2, 3, 64, 64)
     reference = model(x)
-
-    def scramble_background(module, inputs, output):
-        output = output.clone()
-        output[:, K] = torch.randn_like(output[:, K]) * 100  # background is the last prefix token
-        return output
-
-    handle = model.norm.register_forward_hook(scramble_background)
+    normed = []
+    handle = model.norm.register_forward_hook(lambda m, i, o: normed.append(o.shape))
     torch.testing.assert_close(model(x), reference)
+    assert normed == [torch.Size([2, K, 32])]
     handle.remove()
 
     def scramble_part(module, inputs, output):
@@ -96,6 +95,26 @@ def test_background_token_never_reaches_the_descriptor():
 
     model.norm.register_forward_hook(scramble_part)
     assert not torch.allclose(model(x), reference)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {},
+        {"qkv_bias": False},
+        {"qk_norm": True, "init_values": 0.1},  # q/k norms and LayerScale in the last block
+        {"block_fn": ResPostBlock},  # another block class: the full last block runs
+    ],
+    ids=["default", "no_qkv_bias", "qk_norm_layerscale", "res_post_block"],
+)
+def test_eval_descriptor_equals_aggregating_the_full_forward(variant):
+    """The eval path computes the last block for the K part tokens only; the descriptor must equal
+    the aggregation of the K tokens of timm's own full ``forward_features``."""
+    model = small_paw(**variant).eval()
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        reference = model.aggregation(model.forward_features(x)[:, :K])
+        torch.testing.assert_close(model(x), reference, rtol=1e-5, atol=1e-5)
 
 
 def test_eval_returns_descriptor_only_and_skips_training_modules():
