@@ -3,8 +3,9 @@
     .venv/bin/python bench/bench_members.py [--images DIR] [--n 8] [--device cpu]
 
 Weights cannot be downloaded here, so every neural member runs its real architecture with random
-initialisation (yolov8n-seg, yolov8n, yolo11n-pose with AP-10K's 17 keypoints, SAM ViT-B, and the
-mmpose AP-10K HRNet-w32 and RTMPose-m configs when mmpose is installed). Speed does not depend on
+initialisation (yolov8n-seg, yolov8n, yolo11n-pose with AP-10K's 17 keypoints, SAM ViT-B, the
+SuperAnimal-Quadruped HRNet-w32 with the shipped map to AP-10K, and the mmpose AP-10K HRNet-w32
+and RTMPose-m configs when mmpose is installed). Speed does not depend on
 the weights' values, except where the output size does: a random detector finds nothing, so
 downstream work on detections is not exercised, which the table says. Images: the first --n
 photos of --images (e.g. ../shared/data/nyala/train), else random 384×512 images.
@@ -24,9 +25,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import yaml
 
 from pseudomasks.keypoint_schemas import AP10K
 from pseudomasks.members.base import MemberContext, Sample, WeightsSpec
+from pseudomasks.members.hrnet_heatmap import BACKBONE_PREFIX, HEAD_PREFIX, HeatmapNetwork
 from pseudomasks.members.registry import member_class
 from pseudomasks.species import parse_species
 
@@ -66,7 +69,6 @@ def random_weights(root: Path) -> dict[str, WeightsSpec]:
     """Save the random-initialised models as the files the members load."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
     import ultralytics
-    import yaml
     from segment_anything import sam_model_registry
     from ultralytics import YOLO
 
@@ -86,6 +88,12 @@ def random_weights(root: Path) -> dict[str, WeightsSpec]:
     torch.manual_seed(0)
     paths["sam"] = root / "sam_vit_b.pth"
     torch.save(sam_model_registry["vit_b"](checkpoint=None).state_dict(), paths["sam"])
+    torch.manual_seed(0)
+    network = HeatmapNetwork(num_keypoints=39)
+    state = {BACKBONE_PREFIX + k: v for k, v in network.backbone.state_dict().items()}
+    state |= {HEAD_PREFIX + k: v for k, v in network.head.state_dict().items()}
+    paths["superanimal"] = root / "superanimal_quadruped_hrnet_w32.pt"
+    torch.save({"model": state}, paths["superanimal"])
     return {name: WeightsSpec(str(path), "", "") for name, path in paths.items()}
 
 
@@ -113,6 +121,14 @@ def random_mmpose_weights(root: Path, name: str, config: str) -> WeightsSpec:
     path = root / f"{name}.pth"
     torch.save({"state_dict": model.state_dict()}, path)
     return WeightsSpec(str(path), "", "")
+
+
+def superanimal_options() -> dict:
+    """The shipped teacher's SuperAnimal member (its map to AP-10K names), on the bench weights."""
+    config = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())
+    pose = config["teachers"]["superanimal_ap10k_grabcut"]["pose"]
+    (member,) = [m for m in pose if m["member"] == "superanimal"]
+    return {"weights": "superanimal", "keypoint_map": member["keypoint_map"]}
 
 
 def time_member(run: Callable[[], object], n: int, repeats: int) -> float:
@@ -149,6 +165,7 @@ def main() -> int:
             ("segmentation", "yolo_seg", {"weights": "seg"}, "yolov8n-seg, 640 px"),
             ("segmentation", "sam", {"weights": "sam", "model_type": "vit_b"}, "ViT-B, 1024 px"),
             ("pose", "ultralytics_pose", {"weights": "pose"}, "yolo11n-pose, 640 px"),
+            ("pose", "superanimal", superanimal_options(), "SuperAnimal HRNet-w32, 256 px"),
             ("detector", "yolo_detect", {"weights": "detect"}, "yolov8n, 640 px"),
         ]
         try:

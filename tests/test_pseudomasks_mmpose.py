@@ -88,7 +88,7 @@ def test_keypoints_restriction_zeroes_what_a_member_does_not_contribute():
 
 
 def test_keypoints_is_an_option_of_every_pose_member_only():
-    for name in ("annotations", "ultralytics_pose", "mmpose"):
+    for name in ("annotations", "ultralytics_pose", "mmpose", "superanimal"):
         cls = member_class("pose", name, "w")
         options = {"weights": "w"} if "weights" in cls.DEFAULTS else {}
         assert cls.resolve_options(options, "p")["keypoints"] is None

@@ -19,7 +19,8 @@ from the checkpoint's metadata.
 Installing mmpose (mmcv with compiled ops): ``make`` runs ``tools/install_mmpose.sh``.
 
 The authors' SuperAnimal + AP-10K ensemble is configuration, not code: SuperAnimal-Quadruped
-(39 keypoints) is the base and 14 of its keypoints are replaced by AP-10K's. With the species
+(39 keypoints, the ``superanimal`` member) is the base and 14 of its keypoints are replaced by
+AP-10K's (the paper does not list which 14). With the species
 on the ``superanimal_quadruped`` schema, list the AP-10K member first, give it a
 ``keypoint_map`` from its 17 keypoints to the SuperAnimal names (null where there is no
 counterpart), restrict it with the shared pose option ``keypoints`` to the 14 replaced names,
@@ -33,7 +34,8 @@ score reaches ``teacher.confidence``, and from SuperAnimal otherwise, as do all 
           weights: ap10k_hrnet_w32
           keypoint_map: [left_eye, right_eye, nose, neck_base, tail_base, ...]  # 17 entries
           keypoints: [left_eye, right_eye, nose, ...]                          # the 14
-        - member: ...                     # the SuperAnimal-Quadruped member: all 39
+        - member: superanimal             # SuperAnimal-Quadruped: all 39
+          weights: superanimal_quadruped_hrnet_w32
 """
 
 from __future__ import annotations

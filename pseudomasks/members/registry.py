@@ -16,6 +16,7 @@ POSE_MEMBERS: dict[str, str] = {
     "annotations": "pseudomasks.members.annotations:AnnotationPose",
     "ultralytics_pose": "pseudomasks.members.ultralytics_pose:UltralyticsPose",
     "mmpose": "pseudomasks.members.mmpose_pose:MmposePose",
+    "superanimal": "pseudomasks.members.superanimal:SuperAnimalPose",
 }
 
 SEGMENTATION_MEMBERS: dict[str, str] = {
