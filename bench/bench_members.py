@@ -4,7 +4,7 @@
 
 Weights cannot be downloaded here, so every neural member runs its real architecture with random
 initialisation (yolov8n-seg, yolov8n, yolo11n-pose with AP-10K's 17 keypoints, SAM ViT-B, the
-SuperAnimal-Quadruped HRNet-w32 with the shipped map to AP-10K, and the mmpose AP-10K HRNet-w32
+SuperAnimal-Quadruped HRNet-w32 mapped to AP-10K, and the mmpose AP-10K HRNet-w32
 and RTMPose-m configs when mmpose is installed). Speed does not depend on
 the weights' values, except where the output size does: a random detector finds nothing, so
 downstream work on detections is not exercised, which the table says. Images: the first --n
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import yaml
 
-from pseudomasks.keypoint_schemas import AP10K
+from pseudomasks.keypoint_schemas import AP10K, SUPERANIMAL_QUADRUPED
 from pseudomasks.members.base import MemberContext, Sample, WeightsSpec
 from pseudomasks.members.hrnet_heatmap import BACKBONE_PREFIX, HEAD_PREFIX, HeatmapNetwork
 from pseudomasks.members.registry import member_class
@@ -124,11 +124,16 @@ def random_mmpose_weights(root: Path, name: str, config: str) -> WeightsSpec:
 
 
 def superanimal_options() -> dict:
-    """The shipped teacher's SuperAnimal member (its map to AP-10K names), on the bench weights."""
+    """SuperAnimal's keypoints mapped to AP-10K names (the bench species' schema) through the
+    counterparts the shipped superanimal_ap10k teacher pairs them with."""
     config = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())
-    pose = config["teachers"]["superanimal_ap10k_grabcut"]["pose"]
-    (member,) = [m for m in pose if m["member"] == "superanimal"]
-    return {"weights": "superanimal", "keypoint_map": member["keypoint_map"]}
+    pose = config["teachers"]["superanimal_ap10k"]["pose"]
+    (ap10k,) = [m for m in pose if m["member"] == "mmpose"]
+    counterpart = {sa: AP10K[i] for i, sa in enumerate(ap10k["keypoint_map"]) if sa is not None}
+    return {
+        "weights": "superanimal",
+        "keypoint_map": [counterpart.get(name) for name in SUPERANIMAL_QUADRUPED],
+    }
 
 
 def time_member(run: Callable[[], object], n: int, repeats: int) -> float:

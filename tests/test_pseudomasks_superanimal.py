@@ -13,6 +13,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -44,7 +45,8 @@ QUADRUPED = {  # a species on SuperAnimal's own 39-keypoint schema
         {"name": "body", "keypoints": ["back_middle", "belly_bottom"]},
     ],
 }
-NYALA = yaml.safe_load((ROOT / "config.yaml").read_text())["species"]["nyala"] | {"name": "nyala"}
+CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())
+NYALA = CONFIG["species"]["nyala"] | {"name": "nyala"}
 
 
 def reference_state_dict() -> dict[str, torch.Tensor]:
@@ -165,19 +167,18 @@ def test_the_member_gives_deeplabcuts_keypoints_for_whole_images(snapshot, one_t
     for sample, keypoints in zip(samples, got, strict=True):
         np.testing.assert_allclose(keypoints, whole[sample.image_id], atol=1e-3)
 
-    # The shipped AP-10K mapping: each AP-10K keypoint takes its SuperAnimal counterpart.
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    (superanimal,) = [
-        m
-        for m in config["teachers"]["superanimal_ap10k_grabcut"]["pose"]
-        if m["member"] == "superanimal"
+    # A map into another schema: each SuperAnimal keypoint with an AP-10K counterpart lands there.
+    ap10k_to_superanimal = shipped_member("mmpose")["keypoint_map"]
+    mapping = [
+        AP10K[ap10k_to_superanimal.index(name)] if name in ap10k_to_superanimal else None
+        for name in SUPERANIMAL_QUADRUPED
     ]
-    mapping = superanimal["keypoint_map"]
     (mapped,) = member(NYALA, snapshot, keypoint_map=mapping).predict(samples[:1])
-    assert sorted(n for n in mapping if n is not None) == sorted(AP10K)
+    assert sum(n is not None for n in mapping) == 14
     for index, name in enumerate(mapping):
         if name is not None:
             np.testing.assert_allclose(mapped[AP10K.index(name)], whole["a"][index], atol=1e-3)
+    assert not mapped[[AP10K.index(n) for n in ("left_eye", "right_eye", "nose")]].any()
 
 
 def test_a_bare_state_dict_loads_like_a_snapshot(tmp_path, snapshot):
@@ -216,16 +217,70 @@ def test_unusable_weights_are_one_clear_error(tmp_path, snapshot):
         member(QUADRUPED, snapshot, crop_size=200)
 
 
-def test_the_shipped_map_covers_superanimals_keypoints_in_order():
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    (superanimal,) = [
-        m
-        for m in config["teachers"]["superanimal_ap10k_grabcut"]["pose"]
-        if m["member"] == "superanimal"
-    ]
-    assert (
-        len(superanimal["keypoint_map"])
-        == len(SUPERANIMAL_QUADRUPED)
-        == len(REFERENCE["bodyparts"])
+def shipped_member(name: str) -> dict:
+    (entry,) = [m for m in CONFIG["teachers"]["superanimal_ap10k"]["pose"] if m["member"] == name]
+    return entry
+
+
+def test_the_authors_teacher_takes_each_keypoint_from_one_model(snapshot, tmp_path):
+    """The shipped superanimal_ap10k teacher on random weights of its real architectures
+    (SuperAnimal's HRNet-w32, mmpose's AP-10K HRNet-w48): as in the authors' mask generation,
+    the 14 mapped keypoints are AP-10K's whatever its score, the others SuperAnimal's, the
+    antlers dropped; the map is fused from exactly that at threshold 0.5."""
+    import mmpose
+    from mmpose.apis import init_model
+
+    from pseudomasks.fusion import fuse_part_map
+    from pseudomasks.settings import parse_settings
+    from pseudomasks.teacher import Teacher
+
+    ap10k = shipped_member("mmpose")
+    torch.manual_seed(0)
+    configs = Path(mmpose.__file__).parent / ".mim" / "configs"
+    hrnet = init_model(str(configs / ap10k["config"]), None, "cpu")
+    torch.save({"state_dict": hrnet.state_dict()}, tmp_path / "w48.pth")
+    weights = {
+        "ap10k_hrnet_w48": {"path": str(tmp_path / "w48.pth"), "sha256": "", "url": ""},
+        "superanimal_quadruped_hrnet_w32": {"path": str(snapshot), "sha256": "", "url": ""},
+    }
+    image = reference_images()["a"]
+    mask = np.zeros(image.shape[:2], bool)
+    mask[40:200, 30:290] = True
+    cv2.imwrite(str(tmp_path / "sil.png"), mask.astype(np.uint8) * 255)
+    sample = Sample("a", image, {"silhouette": "sil.png"}, tmp_path)
+    # The annotated silhouette instead of GrabCut: a foreground that does not depend on the pose.
+    teacher = CONFIG["teachers"]["superanimal_ap10k"] | {
+        "segmentation": [{"member": "annotations"}]
+    }
+    species = CONFIG["species"]["quadruped_superanimal"] | {"name": "quadruped_superanimal"}
+    settings = parse_settings({"teacher": teacher, "species": species, "weights": weights})
+    (result,) = Teacher(settings).process([sample])
+
+    context = MemberContext(settings.species, 0.5, "cpu", settings.weights)
+    ap10k_cls, superanimal_cls = (member_class("pose", n, "t") for n in ("mmpose", "superanimal"))
+    options = {k: v for k, v in ap10k.items() if k != "member"}
+    (from_ap10k,) = ap10k_cls(ap10k_cls.resolve_options(options, "t"), context).predict([sample])
+    options = {"weights": "superanimal_quadruped_hrnet_w32"}
+    (from_superanimal,) = superanimal_cls(
+        superanimal_cls.resolve_options(options, "t"), context
+    ).predict([sample])
+    replaced = [SUPERANIMAL_QUADRUPED.index(n) for n in ap10k["keypoint_map"] if n is not None]
+    antlers = [i for i, n in enumerate(SUPERANIMAL_QUADRUPED) if "antler" in n]
+    expected = from_superanimal.copy()
+    expected[replaced] = from_ap10k[replaced]
+    expected[antlers] = 0
+    assert len(replaced) == 14 and len(antlers) == 4
+    assert (from_ap10k[replaced, 2] < 0.5).any()  # taken even where AP-10K is unsure
+    assert settings.confidence == 0.5
+    np.testing.assert_array_equal(
+        result.part_map.labels, fuse_part_map(expected, mask, settings.species, 0.5, 64).labels
     )
+    assert len(np.unique(result.part_map.labels)) > 2  # the random models place several parts
+
+
+def test_the_shipped_maps_cover_superanimals_keypoints_once():
+    replaced = [n for n in shipped_member("mmpose")["keypoint_map"] if n is not None]
+    kept = shipped_member("superanimal")["keypoints"]
+    antlers = [n for n in SUPERANIMAL_QUADRUPED if "antler" in n]
+    assert sorted(replaced + kept + antlers) == sorted(SUPERANIMAL_QUADRUPED)
     assert list(SUPERANIMAL_QUADRUPED) == REFERENCE["bodyparts"]  # DeepLabCut's output order

@@ -18,24 +18,12 @@ from the checkpoint's metadata.
 
 Installing mmpose (mmcv with compiled ops): ``make`` runs ``tools/install_mmpose.sh``.
 
-The authors' SuperAnimal + AP-10K ensemble is configuration, not code: SuperAnimal-Quadruped
-(39 keypoints, the ``superanimal`` member) is the base and 14 of its keypoints are replaced by
-AP-10K's (the paper does not list which 14). With the species
-on the ``superanimal_quadruped`` schema, list the AP-10K member first, give it a
-``keypoint_map`` from its 17 keypoints to the SuperAnimal names (null where there is no
-counterpart), restrict it with the shared pose option ``keypoints`` to the 14 replaced names,
-and set ``teacher.pose_combine: order``. Each of the 14 then comes from AP-10K whenever its
-score reaches ``teacher.confidence``, and from SuperAnimal otherwise, as do all the others::
-
-    teacher:
-      pose_combine: order
-      pose:
-        - member: mmpose                  # AP-10K HRNet-w32, the default config
-          weights: ap10k_hrnet_w32
-          keypoint_map: [left_eye, right_eye, nose, neck_base, tail_base, ...]  # 17 entries
-          keypoints: [left_eye, right_eye, nose, ...]                          # the 14
-        - member: superanimal             # SuperAnimal-Quadruped: all 39
-          weights: superanimal_quadruped_hrnet_w32
+The authors' SuperAnimal + AP-10K ensemble is configuration, not code: teacher
+``superanimal_ap10k`` in config.yaml. SuperAnimal-Quadruped (39 keypoints, the ``superanimal``
+member) is the base; this member runs AP-10K HRNet-w48 with a ``keypoint_map`` that names the 14
+SuperAnimal keypoints it replaces (neck, tail base, the legs; null for its eyes and nose), and
+SuperAnimal's shared ``keypoints`` option lists the other 21 (the antlers left out). Each
+keypoint then comes from exactly one model, whatever its score, as in the authors' code.
 """
 
 from __future__ import annotations

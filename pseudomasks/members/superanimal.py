@@ -24,6 +24,10 @@ uses ``torch.load(weights_only=True)``, so a file cannot run code.
 
 DeepLabCut's inference crop is 256×256 because its SuperAnimal config sets none; ``crop_size``
 changes it (the training resolution is not recorded in DeepLabCut's sources).
+
+The authors ran another file of the same model family, ``hrnet_w32_quadruped80k.pth``, through
+their own fork of mmpose (mmpose's affine crop with its 1.25 box padding and a flip test), so
+keypoints from this member will differ somewhat from theirs.
 """
 
 from __future__ import annotations
