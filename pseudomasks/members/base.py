@@ -20,7 +20,7 @@ read its ``DEFAULTS``, and ``pseudomasks teacher-id`` must stay instant.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -156,6 +156,19 @@ class PoseMember(Member, ABC):
     @abstractmethod
     def predict(self, samples: Sequence[Sample]) -> list[np.ndarray | None]:
         """Keypoints ``N×3`` per sample in the species' schema order, or None."""
+
+
+def in_batches(
+    predict_batch: Callable[[Sequence[Sample]], list[np.ndarray]],
+    samples: Sequence[Sample],
+    size: int,
+) -> list[np.ndarray | None]:
+    """``predict_batch`` over consecutive batches of at most ``size`` samples, in order: a
+    member's ``batch_size`` bounds what one forward pass holds in (GPU) memory."""
+    out: list[np.ndarray | None] = []
+    for start in range(0, len(samples), size):
+        out.extend(predict_batch(samples[start : start + size]))
+    return out
 
 
 class SegmentationMember(Member, ABC):

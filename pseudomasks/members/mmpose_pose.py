@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pseudomasks.errors import UserError
-from pseudomasks.members.base import MemberContext, PoseMember, Sample
+from pseudomasks.members.base import MemberContext, PoseMember, Sample, in_batches
 from pseudomasks.members.devices import torch_device
 from pseudomasks.members.keypoint_map import check_keypoint_map, keypoint_targets, to_species
 from pseudomasks.weights import check_weights_option, resolve_weights
@@ -84,11 +84,7 @@ class MmposePose(PoseMember):
         )
 
     def predict(self, samples: Sequence[Sample]) -> list[np.ndarray | None]:
-        size = self.options["batch_size"]
-        out: list[np.ndarray | None] = []
-        for start in range(0, len(samples), size):
-            out.extend(self._predict_batch(samples[start : start + size]))
-        return out
+        return in_batches(self._predict_batch, samples, self.options["batch_size"])
 
     def _predict_batch(self, samples: Sequence[Sample]) -> list[np.ndarray]:
         """One ``test_step`` over the samples, each with its whole image as the box: the data

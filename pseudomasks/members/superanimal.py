@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pseudomasks.errors import UserError
-from pseudomasks.members.base import MemberContext, PoseMember, Sample
+from pseudomasks.members.base import MemberContext, PoseMember, Sample, in_batches
 from pseudomasks.members.devices import torch_device
 from pseudomasks.members.keypoint_map import check_keypoint_map, keypoint_targets, to_species
 from pseudomasks.weights import check_weights_option, resolve_weights
@@ -81,15 +81,13 @@ class SuperAnimalPose(PoseMember):
         )
 
     def predict(self, samples: Sequence[Sample]) -> list[np.ndarray | None]:
+        return in_batches(self._predict_batch, samples, self.options["batch_size"])
+
+    def _predict_batch(self, samples: Sequence[Sample]) -> list[np.ndarray]:
+        """One forward pass, each sample's whole image as its box."""
         from pseudomasks.members.hrnet_heatmap import predict_keypoints
 
-        size = self.options["batch_size"]
-        out: list[np.ndarray | None] = []
-        for start in range(0, len(samples), size):
-            batch = samples[start : start + size]
-            boxes = [(0.0, 0.0, float(s.image.shape[1]), float(s.image.shape[0])) for s in batch]
-            keypoints = predict_keypoints(
-                self.network, [s.image for s in batch], boxes, self.options["crop_size"]
-            )
-            out.extend(to_species(k, self.targets, self.context.species) for k in keypoints)
-        return out
+        images = [s.image for s in samples]
+        boxes = [(0.0, 0.0, float(im.shape[1]), float(im.shape[0])) for im in images]
+        keypoints = predict_keypoints(self.network, images, boxes, self.options["crop_size"])
+        return [to_species(k, self.targets, self.context.species) for k in keypoints]
