@@ -96,6 +96,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         args.protocol,
         atrw_gt=gt,
         with_rankings=args.submission is not None,
+        threads=args.threads,
     )
     if result.queries_without_match:
         logging.warning(
@@ -299,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--atrw-gt", help="official ATRW gt_test_plain.json (atrw protocol)")
     p.add_argument("--model-dir", help="trained model directory, for provenance in metrics.json")
     p.add_argument("--submission", help="also write the official ATRW submission JSON here")
+    p.add_argument(
+        "--threads", type=int, help="CPU threads that rank queries (default: every available CPU)"
+    )
     p.add_argument("--out", required=True, help="metrics.json to write")
     p.set_defaults(func=cmd_evaluate)
 

@@ -12,6 +12,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 import pandas as pd
@@ -20,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reid.errors import UserError
-from reid.evaluation import atrw_submission, evaluate_features
-from reid.evaluation.ranking import counting_limit, ranking_keys
+from reid.evaluation import atrw_submission, evaluate_features, ranking
+from reid.evaluation.ranking import _positions_by_sorted_segments, _segment_layout, ranking_keys
 from reid.evaluation.task import NO_KEY, RetrievalTask
 
 DIM = 8
@@ -188,16 +189,20 @@ def check_against_reference(data: st.DataObject, protocol: str) -> None:
     order = data.draw(st.permutations(range(len(images))))
     chunk_bytes = data.draw(st.sampled_from([1, 300, 2**30]))
     with_rankings = data.draw(st.booleans())
+    threads = data.draw(st.sampled_from([1, 3]))
+    segment = data.draw(st.sampled_from([1, 3, ranking.SEGMENT]))
     features, ids = features_of(images, order)
 
-    result = evaluate_features(
-        features,
-        ids,
-        catalogue_of(images),
-        protocol,
-        chunk_bytes=chunk_bytes,
-        with_rankings=with_rankings,
-    )
+    with patch.object(ranking, "SEGMENT", segment):
+        result = evaluate_features(
+            features,
+            ids,
+            catalogue_of(images),
+            protocol,
+            chunk_bytes=chunk_bytes,
+            with_rankings=with_rankings,
+            threads=threads,
+        )
 
     metrics, without_match, rankings = reference_evaluate(images, protocol)
     assert_metrics_equal(result.metrics, metrics)
@@ -247,11 +252,13 @@ def random_lattice_images(rng: np.random.Generator, identities: list[str]) -> li
 
 
 @pytest.mark.parametrize("chunk_bytes", [1, 2**30])
-def test_identity_larger_than_counting_limit_matches_reference(chunk_bytes: int) -> None:
-    """Queries with many same-identity images are positioned by sorting even without rankings."""
+def test_identity_larger_than_segment_search_limit_matches_reference(
+    chunk_bytes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Queries with many same-identity images are positioned by sorting whole rows."""
+    monkeypatch.setattr(ranking, "SEGMENT_SEARCH_LIMIT", 20)
     rng = np.random.default_rng(7)
     identities = ["big"] * 60 + list("aabbbc")
-    assert counting_limit(len(identities)) < 60
     images = random_lattice_images(rng, identities)
     features, ids = features_of(images, list(rng.permutation(len(images))))
 
@@ -278,6 +285,49 @@ def test_ranking_keys_order_like_a_stable_descending_sort(values: list[float]) -
     keys = ranking_keys(similarity.copy())
 
     assert np.argsort(keys[0]).tolist() == expected.tolist()
+
+
+@given(
+    st.lists(
+        st.lists(st.sampled_from([0.5, 0.25, 0.0, -0.0, -0.25, 1.0]), min_size=7, max_size=7)
+        | st.lists(st.floats(-1, 1, width=32), min_size=7, max_size=7, unique=True),
+        min_size=1,
+        max_size=5,
+    ),
+    st.integers(1, 8),
+    st.data(),
+)
+def test_positions_from_sorted_segments_equal_a_stable_ranking(
+    rows_of_values: list[list[float]], segment: int, data: st.DataObject
+) -> None:
+    """Rows with and without ties (+0 and -0 too), cut into segments of any length: a
+    candidate's position is its index in a stable descending sort of its row."""
+    similarity = np.array(rows_of_values, dtype=np.float32)
+    picks = [data.draw(st.sets(st.integers(0, 6), min_size=1)) for _ in rows_of_values]
+    rows = np.array([r for r, cols in enumerate(picks) for _ in sorted(cols)])
+    cols = np.array([c for cols in picks for c in sorted(cols)])
+    expected = [
+        np.argsort(-similarity[r], kind="stable").tolist().index(c)
+        for r, c in zip(rows, cols, strict=True)
+    ]
+
+    with patch.object(ranking, "SEGMENT", segment):
+        layout = _segment_layout(similarity.shape[1])
+        positions = _positions_by_sorted_segments(
+            similarity.copy(),
+            rows,
+            cols,
+            np.empty((len(similarity), *layout), dtype=np.float32),
+            np.empty(similarity.shape, dtype=np.uint64),
+        )
+
+    assert positions.tolist() == expected
+
+
+def test_zero_threads_is_a_user_error() -> None:
+    images = [Image(f"t{i}", "a", "test", at_angle(10 * i)) for i in range(2)]
+    with pytest.raises(UserError, match="at least 1 thread"):
+        evaluate_features(*features_of(images), catalogue_of(images), "all-vs-all", threads=0)
 
 
 # --- hand-computed cases ---------------------------------------------------------------------

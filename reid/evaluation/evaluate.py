@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from reid.errors import UserError
 from reid.evaluation.features import align_features
 from reid.evaluation.protocols import build_protocol
 from reid.evaluation.query_scores import QueryScores
@@ -43,19 +44,28 @@ def evaluate_features(
     atrw_gt: Path | None = None,
     chunk_bytes: int = 256 * 2**20,
     with_rankings: bool | None = None,
+    threads: int | None = None,
 ) -> EvaluationResult:
     """Rank the protocol's gallery for each of its queries by cosine distance and score it.
 
     Ties in distance are broken by gallery order (catalogue order). ``chunk_bytes`` bounds the
     working memory of one chunk of queries. ``with_rankings`` (default: only for ``atrw``, whose
     submission needs them) also returns full rankings, which costs a sort of every query row.
+    ``threads`` rank blocks of queries in parallel (default: every available CPU).
     """
+    if threads is not None and threads < 1:
+        raise UserError(f"evaluation needs at least 1 thread, not {threads}")
     setup = build_protocol(catalogue, protocol, atrw_gt)
     if with_rankings is None:
         with_rankings = protocol == "atrw"
     aligned = align_features(features, image_ids, catalogue["image_id"], setup.image_ids)
     scores, ranked = rank_gallery(
-        aligned[setup.queries], aligned[setup.gallery], setup.task, chunk_bytes, with_rankings
+        aligned[setup.queries],
+        aligned[setup.gallery],
+        setup.task,
+        chunk_bytes,
+        with_rankings,
+        threads,
     )
     if setup.query_groups:
         metrics = _grouped_metrics(scores, setup.query_groups)

@@ -45,7 +45,8 @@ def score_from_positions(
     ``positions`` are 0-based positions in the full ranking (junk and the query itself included);
     a query with no candidates simply has no entries.
     """
-    order = np.lexsort((positions, rows))
+    # By row, then position (one int64 key: twice as fast as a lexsort of the two).
+    order = np.argsort(rows * (int(positions.max(initial=0)) + 1) + positions)
     rows, positions, is_junk = rows[order], positions[order], is_junk[order]
 
     junk_before = _count_before_within_row(rows, is_junk, num_rows)

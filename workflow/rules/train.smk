@@ -73,7 +73,7 @@ rule evaluate:
         "results/{dataset}/benchmarks/{model}/evaluate.tsv"
     conda:
         "../../envs/student.yaml"
-    threads: 1
+    threads: 2
     resources:
         mem_mb=8000,
         runtime=60,
@@ -82,7 +82,8 @@ rule evaluate:
         model_dir=lambda wc: f"results/{wc.dataset}/{wc.model}",
     shell:
         "reid evaluate --features {input.features:q} --catalogue {input.catalogue:q} "
-        "--protocol {params.protocol} --model-dir {params.model_dir:q} --out {output:q} > {log:q} 2>&1"
+        "--protocol {params.protocol} --model-dir {params.model_dir:q} --threads {threads} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule default_metrics:
