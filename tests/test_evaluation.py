@@ -318,7 +318,6 @@ def test_positions_from_sorted_segments_equal_a_stable_ranking(
             rows,
             cols,
             np.empty((len(similarity), *layout), dtype=np.float32),
-            np.empty(similarity.shape, dtype=np.uint64),
         )
 
     assert positions.tolist() == expected

@@ -12,8 +12,9 @@ sorted and the candidates' keys searched in them. Otherwise each row of float32 
 cut into segments of at most 512, the segments are sorted, and a candidate's position is the
 number of more similar items summed over the segments (one binary search per segment). numpy's
 SIMD sort is a sorting network up to 512 float32 (256 uint64) and several times slower per item
-on longer rows, so this is 3-5x cheaper than a full sort. Only rows where a candidate's
-similarity ties with another item's are redone with keys, which order ties by position.
+on longer rows, so this is 3-5x cheaper than a full sort. A candidate whose similarity ties with
+another item's also counts the equal items before it in the gallery, found by one comparison
+over the rest of its row.
 
 Each chunk's rows are ranked in parallel blocks on threads, each block computing its own
 similarities. Queries are processed in order of their candidate count, so that one large identity
@@ -48,8 +49,8 @@ Measured (2-core AVX-512 EPYC, numpy 2.4): with 64 candidates the segments are 1
 _LOW, _HIGH = (0, 1) if sys.byteorder == "little" else (1, 0)
 # Working memory per (query, gallery item) of a chunk. With rankings: similarity, key, after-self
 # mask, ranked position before it is stored. Without: similarity, its sorted segments, key (rows
-# with ties or many candidates), and the segment searches' arrays: about 40 bytes per candidate
-# and segment, at most SEGMENT_SEARCH_LIMIT candidates per SEGMENT items.
+# with many candidates), and the segment searches' arrays: about 40 bytes per candidate and
+# segment, at most SEGMENT_SEARCH_LIMIT candidates per SEGMENT items.
 _BYTES_PER_ITEM = max(4 + 8 + 1 + 4, 4 + 4 + 8 + 40 * SEGMENT_SEARCH_LIMIT // SEGMENT)
 
 
@@ -103,7 +104,7 @@ def rank_gallery(
             positions = _positions_by_sorted_keys(similarity, rows, cols, scratch.keys[lo:hi])[0]
         else:
             positions = _positions_by_sorted_segments(
-                similarity, rows, cols, scratch.segments[lo:hi], scratch.keys[lo:hi]
+                similarity, rows, cols, scratch.segments[lo:hi]
             )
         return score_from_positions(rows, positions, is_junk, len(block))
 
@@ -179,14 +180,10 @@ def _segment_layout(width: int) -> tuple[int, int]:
 
 
 def _positions_by_sorted_segments(
-    similarity: np.ndarray,
-    rows: np.ndarray,
-    cols: np.ndarray,
-    segments_out: np.ndarray,
-    keys_out: np.ndarray,
+    similarity: np.ndarray, rows: np.ndarray, cols: np.ndarray, segments_out: np.ndarray
 ) -> np.ndarray:
-    """Positions of the candidates: the number of more similar items in each sorted segment of
-    their row, summed; rows where a candidate ties with another item are redone with keys.
+    """Positions of the candidates (``rows``, ``cols``): the number of more similar items in
+    each sorted segment of their row, summed, plus the equally similar items earlier in it.
 
     ``segments_out`` has the shape ``(rows, *_segment_layout(width))``.
     """
@@ -206,17 +203,12 @@ def _positions_by_sorted_segments(
         values.take(start + np.minimum(below + 1, length - 1)) == needles[:, None]
     )
     tied = (at.sum(axis=1) > 1) | next_at.any(axis=1)
-    positions = segments.shape[1] - 1 - below.sum(axis=1)
-    if tied.any():
-        tied_rows = np.unique(rows[tied])
-        redo = np.isin(rows, tied_rows)
-        positions[redo] = _positions_by_sorted_keys(
-            similarity[tied_rows],
-            np.searchsorted(tied_rows, rows[redo]),
-            cols[redo],
-            keys_out[: len(tied_rows)],
-        )[0]
-    return positions
+    # Of the items as similar as a needle, those at or after its gallery position (itself
+    # included) are not ranked before it; without a tie that is the needle alone.
+    equal_from_here = np.ones(len(rows), dtype=np.int64)
+    for k in np.flatnonzero(tied):
+        equal_from_here[k] = np.count_nonzero(similarity[rows[k], cols[k] :] == needles[k])
+    return segments.shape[1] - below.sum(axis=1) - equal_from_here
 
 
 def _search_segments(
