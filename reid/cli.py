@@ -71,6 +71,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         flip_test=args.flip_test,
         workers=args.workers,
+        precision=args.precision,
     )
     save_features(Path(args.out), list(rows["image_id"]), features)
     logging.info(
@@ -290,6 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        help="auto (bf16 on GPUs with native bf16, else fp32), bf16 or fp32",
+    )
     p.add_argument("--out", required=True, help="features.npz to write")
     p.set_defaults(func=cmd_extract)
 

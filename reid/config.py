@@ -36,6 +36,7 @@ class TrainSettings:
     final_lr: float
     rotation: float
     flip_as_new_identity: bool
+    precision: str
     losses: LossConfig
 
     @classmethod
@@ -58,6 +59,7 @@ class TrainSettings:
                 final_lr=float(train["schedule"]["final_lr"]),
                 rotation=float(train["augment"]["rotation"]),
                 flip_as_new_identity=bool(train["augment"]["flip_as_new_identity"]),
+                precision=str(train["precision"]),
                 losses=LossConfig(**losses),
             )
         except KeyError as missing:

@@ -15,6 +15,8 @@ from reid.data.part_maps import load_part_maps
 from reid.data.transforms import augment_pair
 from reid.engine import train as train_module
 from reid.engine.checkpoint import load_tensors
+from reid.engine.extract import extract_descriptors
+from reid.engine.precision import resolve_precision
 from reid.engine.schedule import lr_at
 from reid.engine.train import CHECKPOINT, Trainer, TrainingDiverged, TrainInputs, read_history
 from reid.errors import UserError
@@ -114,6 +116,7 @@ def test_training_writes_model_history_and_checkpoint(tiny, tmp_path):
     saved = json.loads((out / "model.json").read_text())
     assert saved == json.loads(json.dumps(config))
     assert saved["num_parts"] == 2 and saved["teacher_id"] == "abc123def456"
+    assert saved["precision"] == "fp32"  # auto on a CPU
     history = read_history(out)
     assert list(history["epoch"]) == [0, 1, 2]  # epoch 0: the untrained model's evaluation
     assert np.isnan(history["loss_total"][0]) and np.isfinite(history["eval_mAP"][0])
@@ -216,3 +219,49 @@ def test_best_on_test_selects_the_best_evaluation(tiny, tmp_path, monkeypatch):
     final, _ = load_tensors(out / "model.safetensors")
     for key in best:
         torch.testing.assert_close(best[key], final[key])
+
+
+def test_bf16_precision_autocasts_the_model_and_keeps_fp32_weights(tiny, tmp_path):
+    """precision bf16 (CPU autocast here; the same code path as on an Ampere GPU): the model's
+    linear layers compute in bf16 in training and evaluation; weights, losses and descriptors
+    stay fp32, and bf16 descriptors match fp32 ones closely."""
+    out = tmp_path / "run"
+    settings = RunSettings.from_dict(run_settings(epochs=2, eval_every=1, precision="bf16"))
+    trainer = Trainer(settings, inputs(tiny, out), device="cpu", workers=0, progress=False)
+    output_dtypes = []
+    linear = next(m for m in trainer.model_core.modules() if isinstance(m, torch.nn.Linear))
+    linear.register_forward_hook(lambda module, args, output: output_dtypes.append(output.dtype))
+
+    config = trainer.fit()
+
+    assert config["precision"] == "bf16"
+    assert output_dtypes and set(output_dtypes) == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in trainer.model_core.parameters())
+    history = read_history(out)
+    assert np.isfinite(history["loss_total"][1:]).all()
+    assert np.isfinite(history["eval_mAP"]).all()
+
+    paths = [tiny.root / p for p in tiny.table["path"][:8]]
+    device = torch.device("cpu")
+    full = extract_descriptors(trainer.model_core, paths, 32, device, precision="fp32")
+    half = extract_descriptors(trainer.model_core, paths, 32, device, precision="bf16")
+    assert full.dtype == half.dtype == np.float32
+    cosine = (full * half).sum(1) / np.linalg.norm(full, axis=1) / np.linalg.norm(half, axis=1)
+    assert cosine.min() > 0.99
+
+
+def test_precision_resolution():
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == "fp32"
+    assert resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_precision("fp32", cpu) == "fp32"
+    with pytest.raises(UserError, match="unknown precision 'fp16'"):
+        resolve_precision("fp16", cpu)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a GPU without native bf16")
+def test_bf16_on_a_gpu_without_native_bf16_is_an_error_and_auto_falls_back_to_fp32():
+    gpu = torch.device("cuda")
+    assert resolve_precision("auto", gpu) == "fp32"
+    with pytest.raises(UserError, match="needs a GPU with native bf16.*use precision auto or fp32"):
+        resolve_precision("bf16", gpu)

@@ -106,6 +106,7 @@ def run_settings(**train_overrides) -> dict:
         "select": "final",
         "seed": 0,
         "skip_missing_maps": False,
+        "precision": "auto",
         "batch": {"identities": 3, "images": 2},
         "optimizer": {"lr": 3e-4, "weight_decay": 5e-4},
         "schedule": {"warmup_epochs": 1, "warmup_start_lr": 1e-5, "final_lr": 1e-4},

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from reid.atomic import atomic_write_bytes, atomic_write_text
 from reid.data.datasets import ImageDataset
 from reid.engine.checkpoint import load_tensors, save_tensors
+from reid.engine.precision import autocast, resolve_precision
 from reid.errors import UserError
 from reid.models import ModelSpec, build_model
 
@@ -31,8 +32,13 @@ def extract_descriptors(
     batch_size: int = 64,
     flip_test: bool = False,
     workers: int = 0,
+    precision: str = "auto",
 ) -> np.ndarray:
-    """N×D float32 descriptors; with `flip_test`, N×2D: [image, its mirror] concatenated."""
+    """N×D float32 descriptors; with `flip_test`, N×2D: [image, its mirror] concatenated.
+
+    ``precision``: auto, bf16 or fp32 (see reid.engine.precision).
+    """
+    precision = resolve_precision(precision, device)
     model.eval()
     loader = DataLoader(
         ImageDataset(paths, img_size),
@@ -43,9 +49,7 @@ def extract_descriptors(
     chunks = []
     for images in loader:
         images = images.to(device, non_blocking=True)
-        with torch.autocast(
-            device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"
-        ):
+        with autocast(device, precision):
             descriptor = model(images)
             if flip_test:
                 descriptor = torch.cat([descriptor, model(images.flip(3))], dim=1)

@@ -1,6 +1,6 @@
 """Training loop: PK batches, all PAW-ViT losses, periodic evaluation, atomic resumable checkpoints.
 
-Runs the same on CPU, one GPU (bf16 autocast) or several GPUs under `torchrun` (DDP, one process
+Runs the same on CPU, one GPU (bf16 autocast where the GPU has it) or several GPUs under `torchrun` (DDP, one process
 per GPU; only rank 0 writes files and evaluates). Every epoch ends with a checkpoint in
 `{out}/checkpoint/last.safetensors`; `resume=True` continues a killed run exactly where that
 checkpoint left it: model, optimiser, sampler, RNG states and the history.
@@ -40,6 +40,7 @@ from reid.engine.checkpoint import (
 )
 from reid.engine.distributed import DistContext, init_distributed, resolve_device
 from reid.engine.extract import extract_descriptors, save_trained_model
+from reid.engine.precision import autocast, resolve_precision
 from reid.engine.schedule import lr_at
 from reid.errors import UserError
 from reid.evaluation import evaluate_features
@@ -93,6 +94,7 @@ class Trainer:
         self.inputs = inputs
         self.ctx: DistContext = init_distributed()
         self.device = resolve_device(device, self.ctx)
+        self.precision = resolve_precision(settings.train.precision, self.device)
         self.workers = workers
         self.progress = progress and self.ctx.is_main
         train = settings.train
@@ -232,8 +234,7 @@ class Trainer:
     # ----------------------------------------------------------------------------- one epoch
     def _batch_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        cuda = self.device.type == "cuda"
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda):
+        with autocast(self.device, self.precision):
             out: ReidOutput = self.model(batch["image"])
         as_float = lambda t: None if t is None else t.float()  # noqa: E731  (losses in fp32)
         return self.loss(
@@ -315,6 +316,7 @@ class Trainer:
             self.device,
             flip_test=self.settings.flip_test,
             workers=self.workers,
+            precision=self.precision,
         )
         result = evaluate_features(
             features, list(rows["image_id"]), self.catalogue, protocol, with_rankings=False
@@ -378,6 +380,7 @@ class Trainer:
             "select": train.select,
             "seed": train.seed,
             "device": str(self.device),
+            "precision": self.precision,
             "world_size": self.ctx.world_size,
             "train_wall_time_s": round(wall_time, 2),
             "versions": package_versions(),
