@@ -2,7 +2,8 @@
 
 Prints, per size: inference images/s of both and their ratio (target ≥ 0.95), and the time of one
 training step (forward + backward + AdamW) of PAW-ViT with all four losses against the ViT
-baseline with CE + triplet (target ≤ 1.15). Runs on CPU here and unchanged on CUDA (bf16 autocast).
+baseline with CE + triplet (target ≤ 1.15). Runs on CPU here and unchanged on CUDA, in the
+precision training would use (--precision auto: bf16 autocast on GPUs with native bf16).
 
     .venv/bin/python bench/bench_model.py --sizes tiny small --batch 8
 """
@@ -16,6 +17,7 @@ import time
 import timm
 import torch
 
+from reid.engine.precision import autocast, resolve_precision
 from reid.losses import LossConfig, PawLoss
 from reid.models import ModelSpec, build_model
 
@@ -47,7 +49,9 @@ def timed_pair(fn_a, fn_b, device: torch.device, repeats: int) -> tuple[float, f
     return min(times[0]), min(times[1])
 
 
-def bench_size(size: str, batch: int, repeats: int, device: torch.device) -> dict[str, float]:
+def bench_size(
+    size: str, batch: int, repeats: int, device: torch.device, precision: str
+) -> dict[str, float]:
     paw_arch, vit_arch = ARCH[size]
     torch.manual_seed(0)
     paw = build_model(ModelSpec(paw_arch), NUM_CLASSES, NUM_PARTS).to(device)
@@ -57,13 +61,12 @@ def bench_size(size: str, batch: int, repeats: int, device: torch.device) -> dic
     labels = torch.arange(batch, device=device) // 2  # two images per identity: triplets exist
     targets = torch.randint(0, NUM_PARTS + 1, (batch, 64, 64), device=device)
     orientation = torch.randint(0, 2, (batch,), device=device)
-    autocast = dict(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     paw.eval()
 
     @torch.inference_mode()
     def infer(model):
-        with torch.autocast(**autocast):
+        with autocast(device, precision):
             model(x)
 
     paw_infer, vit_infer = timed_pair(lambda: infer(paw), lambda: infer(plain), device, repeats)
@@ -76,7 +79,7 @@ def bench_size(size: str, batch: int, repeats: int, device: torch.device) -> dic
     vit_opt = torch.optim.AdamW(vit.parameters(), lr=1e-5)
 
     def paw_step():
-        with torch.autocast(**autocast):
+        with autocast(device, precision):
             out = paw(x)
         losses = paw_loss(
             descriptor=out.descriptor.float(),
@@ -94,7 +97,7 @@ def bench_size(size: str, batch: int, repeats: int, device: torch.device) -> dic
         paw_opt.step()
 
     def vit_step():
-        with torch.autocast(**autocast):
+        with autocast(device, precision):
             out = vit(x)
         losses = vit_loss(
             descriptor=out.descriptor.float(), id_logits=out.id_logits.float(), labels=labels
@@ -122,17 +125,20 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", default="auto", help="auto, bf16 or fp32")
     args = parser.parse_args()
     device = torch.device(args.device)
+    precision = resolve_precision(args.precision, device)
     print(
         f"# {platform.node()} {platform.machine()}, torch {torch.__version__}, timm {timm.__version__}, "
-        f"device {device}, threads {torch.get_num_threads()}, batch {args.batch}, 256x256, K={NUM_PARTS}"
+        f"device {device}, {precision}, threads {torch.get_num_threads()}, batch {args.batch}, "
+        f"256x256, K={NUM_PARTS}"
     )
     print(
         "size   PAW img/s  ViT img/s  infer ratio (>=0.95)  PAW step s  ViT step s  train ratio (<=1.15)"
     )
     for size in args.sizes:
-        r = bench_size(size, args.batch, args.repeats, device)
+        r = bench_size(size, args.batch, args.repeats, device, precision)
         print(
             f"{size:6} {r['paw_img_s']:9.2f}  {r['vit_img_s']:9.2f}  {r['inference_ratio']:20.3f}  "
             f"{r['paw_step_s']:10.3f}  {r['vit_step_s']:10.3f}  {r['train_step_ratio']:20.3f}"
