@@ -25,7 +25,8 @@ def package_versions() -> dict[str, str]:
 
 
 def provenance(model_dir: Path | None, protocol: str, evaluate_seconds: float) -> dict[str, Any]:
-    """Model, K, teacher id, epochs, seed, versions, device and wall time of one evaluation."""
+    """Model, K, teacher id, epochs, seed, versions, device, precision and wall time of one
+    evaluation."""
     record: dict[str, Any] = {
         "protocol": protocol,
         "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -46,6 +47,7 @@ def provenance(model_dir: Path | None, protocol: str, evaluate_seconds: float) -
             select=config["select"],
             seed=config["seed"],
             device=config["device"],
+            precision=config.get("precision"),  # absent from models trained before it existed
             world_size=config["world_size"],
             train_wall_time_s=config["train_wall_time_s"],
             train_versions=config["versions"],

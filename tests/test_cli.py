@@ -71,6 +71,7 @@ def test_train_extract_evaluate(tiny, tmp_path):
     provenance = metrics["provenance"]
     assert provenance["K"] == 2 and provenance["teacher_id"] == "abc123def456"
     assert provenance["epochs"] == 1 and provenance["seed"] == 0 and provenance["device"] == "cpu"
+    assert provenance["precision"] == "fp32"
     assert {"torch", "timm", "numpy"} <= set(provenance["versions"])
 
 
