@@ -8,7 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from tiny_data import make_tiny_dataset, run_settings
+
+from reid.engine.distributed import DistContext, launch_context, resolve_device
+from reid.errors import UserError
 
 HERE = Path(__file__).parent
 
@@ -44,3 +48,27 @@ def test_two_gloo_processes_train_and_agree_on_weights(tmp_path):
     assert config["world_size"] == 2
     history = (out / "history.csv").read_text().splitlines()
     assert len(history) == 4  # header, the untrained evaluation, 2 epochs; written once (rank 0)
+
+
+def test_launch_context_reads_the_torchrun_environment(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert launch_context() == DistContext(rank=3, world_size=4, local_rank=1)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert launch_context() == DistContext()
+
+
+def test_device_errors_name_the_fix():
+    two_ranks = DistContext(rank=1, world_size=2, local_rank=1)
+    with pytest.raises(UserError, match="would put every process on one GPU: use --device cuda"):
+        resolve_device("cuda:0", two_ranks)
+    with pytest.raises(UserError, match="unknown device 'gpu'"):
+        resolve_device("gpu", DistContext())
+    assert resolve_device("cpu", two_ranks) == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without a GPU")
+def test_cuda_without_a_gpu_is_an_error():
+    with pytest.raises(UserError, match="no CUDA GPU is visible: use --device cpu"):
+        resolve_device("cuda", DistContext())

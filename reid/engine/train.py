@@ -38,7 +38,12 @@ from reid.engine.checkpoint import (
     optimizer_to_tensors,
     save_tensors,
 )
-from reid.engine.distributed import DistContext, init_distributed, resolve_device
+from reid.engine.distributed import (
+    DistContext,
+    init_distributed,
+    launch_context,
+    resolve_device,
+)
 from reid.engine.extract import extract_descriptors, save_trained_model
 from reid.engine.precision import autocast, resolve_precision
 from reid.engine.schedule import lr_at
@@ -92,8 +97,9 @@ class Trainer:
     ) -> None:
         self.settings = settings
         self.inputs = inputs
-        self.ctx: DistContext = init_distributed()
+        self.ctx: DistContext = launch_context()
         self.device = resolve_device(device, self.ctx)
+        init_distributed(self.ctx, self.device)
         self.precision = resolve_precision(settings.train.precision, self.device)
         self.workers = workers
         self.progress = progress and self.ctx.is_main
