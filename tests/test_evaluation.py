@@ -311,14 +311,10 @@ def test_positions_from_sorted_segments_equal_a_stable_ranking(
         for r, c in zip(rows, cols, strict=True)
     ]
 
-    with patch.object(ranking, "SEGMENT", segment):
-        layout = _segment_layout(similarity.shape[1])
-        positions = _positions_by_sorted_segments(
-            similarity.copy(),
-            rows,
-            cols,
-            np.empty((len(similarity), *layout), dtype=np.float32),
-        )
+    layout = _segment_layout(similarity.shape[1], segment)
+    positions = _positions_by_sorted_segments(
+        similarity.copy(), rows, cols, np.empty((len(similarity), *layout), dtype=np.float32)
+    )
 
     assert positions.tolist() == expected
 

@@ -7,18 +7,19 @@ position. Plain (unstable, SIMD) sorts and comparisons of these keys give exactl
 order, and the position of any item is simply the number of keys below its own.
 
 The metrics need only the positions of each query's candidates (its identity's gallery items).
-With full rankings requested, or for queries with very many candidates, every row's keys are
-sorted and the candidates' keys searched in them. Otherwise each row of float32 similarities is
-cut into segments of at most 512, the segments are sorted, and a candidate's position is the
+With full rankings requested, every row's keys are sorted and the candidates' keys searched in
+them. For the metrics alone, rows of float32 similarities (half the bytes of keys) are sorted, in
+segments of at most 512 when queries have few candidates, and a candidate's position is the
 number of more similar items summed over the segments (one binary search per segment). numpy's
 SIMD sort is a sorting network up to 512 float32 (256 uint64) and several times slower per item
-on longer rows, so this is 3-5x cheaper than a full sort. A candidate whose similarity ties with
-another item's also counts the equal items before it in the gallery, found by one comparison
-over the rest of its row.
+on longer rows, so segments are 3-5x cheaper than a whole-row sort, until the searches (one per
+candidate and segment) outweigh it. A candidate whose similarity ties with another item's also
+counts the equal items before it in the gallery, found by one comparison over the rest of its
+row.
 
 Each chunk's rows are ranked in parallel blocks on threads, each block computing its own
-similarities. Queries are processed in order of their candidate count, so that one large identity
-sends only its own block to whole-row sorts.
+similarities. Queries are processed in order of their candidate count, and a block never mixes
+queries above and below the segment search limit.
 """
 
 from __future__ import annotations
@@ -40,18 +41,20 @@ SEGMENT = 512
 """Most float32 similarities per sorted segment (the longest sort numpy does as a network)."""
 
 SEGMENT_SEARCH_LIMIT = 64
-"""Most candidates per query for which searching sorted segments beats sorting whole rows.
+"""Most candidates per query for which rows are sorted in segments rather than whole.
 
-Measured (2-core AVX-512 EPYC, numpy 2.4): with 64 candidates the segments are 1.2x, 4.2x and
-5.6x faster than whole-row sorts on galleries of 1.8k, 20k and 200k; with 128, 0.9x, 2.0x, 1.2x.
+Measured (2-core AVX-512 EPYC, numpy 2.4): segments and a whole float32 row cost the same at
+about 64, 190 and 250 candidates on galleries of 1.8k, 20k and 200k items, so 64 is right for
+galleries of wildlife size and cautious for larger ones. Either is 2x faster than sorting keys.
 """
 
 _LOW, _HIGH = (0, 1) if sys.byteorder == "little" else (1, 0)
 # Working memory per (query, gallery item) of a chunk. With rankings: similarity, key, after-self
-# mask, ranked position before it is stored. Without: similarity, its sorted segments, key (rows
-# with many candidates), and the segment searches' arrays: about 40 bytes per candidate and
-# segment, at most SEGMENT_SEARCH_LIMIT candidates per SEGMENT items.
-_BYTES_PER_ITEM = max(4 + 8 + 1 + 4, 4 + 4 + 8 + 40 * SEGMENT_SEARCH_LIMIT // SEGMENT)
+# mask, ranked position before it is stored. Without: similarity, its sorted copy (padded) and the
+# searches' arrays, about 40 bytes per candidate and segment, bounded by searching at most one
+# (candidate, segment) pair per _ITEMS_PER_SEARCH items at a time.
+_ITEMS_PER_SEARCH = 8
+_BYTES_PER_ITEM = max(4 + 8 + 1 + 4, 4 + 4 + 40 // _ITEMS_PER_SEARCH)
 
 
 def available_cpus() -> int:
@@ -80,7 +83,8 @@ def rank_gallery(
     num_gallery = task.num_gallery
     threads = threads or available_cpus()
     rows_per_chunk = max(1, chunk_bytes // (num_gallery * _BYTES_PER_ITEM))
-    order = np.argsort(task.candidate_counts(), kind="stable")
+    candidate_counts = task.candidate_counts()
+    order = np.argsort(candidate_counts, kind="stable")
     ranking_length = num_gallery - 1 if task.queries_in_gallery else num_gallery
     rankings = (
         np.empty((task.num_queries, ranking_length), dtype=np.int32) if with_rankings else None
@@ -100,11 +104,13 @@ def rank_gallery(
             positions, keys = _positions_by_sorted_keys(similarity, rows, cols, scratch.keys[lo:hi])
             is_self = cols == task.query_self[block][rows]
             rankings[block] = _ranked_positions(keys, positions[is_self] if is_self.any() else None)
-        elif np.bincount(rows).max(initial=0) > SEGMENT_SEARCH_LIMIT:
-            positions = _positions_by_sorted_keys(similarity, rows, cols, scratch.keys[lo:hi])[0]
         else:
+            few = candidate_counts[block].max(initial=0) <= SEGMENT_SEARCH_LIMIT
+            segments = _segment_layout(num_gallery, SEGMENT if few else num_gallery)
+            size = (hi - lo) * segments[0] * segments[1]
+            buffer = scratch.segments[lo * scratch.padded_width :][:size]
             positions = _positions_by_sorted_segments(
-                similarity, rows, cols, scratch.segments[lo:hi]
+                similarity, rows, cols, buffer.reshape(hi - lo, *segments)
             )
         return score_from_positions(rows, positions, is_junk, len(block))
 
@@ -117,7 +123,11 @@ def rank_gallery(
     with ThreadPoolExecutor(threads) as pool, blas_limit:
         for start in range(0, task.num_queries, rows_per_chunk):
             chunk = order[start : start + rows_per_chunk]
-            bounds = np.linspace(0, len(chunk), min(threads, len(chunk)) + 1).astype(int)
+            # One block per thread, and a cut where the candidate counts (ascending) pass the
+            # segment search limit, so no block mixes the two ways of positioning candidates.
+            limit = np.searchsorted(candidate_counts[chunk], SEGMENT_SEARCH_LIMIT, side="right")
+            even = np.linspace(0, len(chunk), min(threads, len(chunk)) + 1).astype(int)
+            bounds = np.union1d(even, limit)
             parts += pool.map(rank_block, repeat(chunk), bounds[:-1], bounds[1:])
 
     scores = QueryScores.concatenate(parts).take(np.argsort(order))
@@ -131,14 +141,14 @@ def _blas_controller() -> ThreadpoolController:
 
 
 class _Scratch:
-    """Per-item working arrays of a chunk, allocated only for the paths a run can take."""
+    """Per-item working arrays of a chunk: keys with rankings, else padded sorted similarities
+    (flat, so that each block takes a contiguous stretch of its own rows)."""
 
     def __init__(self, rows: int, width: int, with_rankings: bool):
-        self.keys = np.empty((rows, width), dtype=np.uint64)
-        num, segment_width = _segment_layout(width)
-        self.segments = (
-            None if with_rankings else np.empty((rows, num, segment_width), dtype=np.float32)
-        )
+        self.keys = np.empty((rows, width), dtype=np.uint64) if with_rankings else None
+        num, length = _segment_layout(width, SEGMENT)
+        self.padded_width = num * length
+        self.segments = None if with_rankings else np.empty(rows * num * length, np.float32)
 
 
 def ranking_keys(similarity: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -169,69 +179,72 @@ def _positions_by_sorted_keys(
     keys = ranking_keys(similarity, out=keys_out)
     needles = keys[rows, cols]
     keys.sort(axis=1)
-    below, _ = _search_segments(keys[:, None, :], rows, needles)
-    return below[:, 0], keys
+    return _search_segments(keys[:, None, :], rows, needles)[0], keys
 
 
-def _segment_layout(width: int) -> tuple[int, int]:
-    """Number and length of the equal segments (at most ``SEGMENT`` long) a row is cut into."""
-    num = -(-width // SEGMENT)
+def _segment_layout(width: int, most: int) -> tuple[int, int]:
+    """Number and length of the equal segments, at most ``most`` long, a row is cut into."""
+    num = -(-width // most)
     return num, -(-width // num)
 
 
 def _positions_by_sorted_segments(
-    similarity: np.ndarray, rows: np.ndarray, cols: np.ndarray, segments_out: np.ndarray
+    similarity: np.ndarray, rows: np.ndarray, cols: np.ndarray, segments: np.ndarray
 ) -> np.ndarray:
     """Positions of the candidates (``rows``, ``cols``): the number of more similar items in
     each sorted segment of their row, summed, plus the equally similar items earlier in it.
 
-    ``segments_out`` has the shape ``(rows, *_segment_layout(width))``.
+    ``segments`` is the (rows, number, length) buffer the sorted segments are written to.
     """
-    width = similarity.shape[1]
+    num_rows, width = similarity.shape
+    padded = segments.reshape(num_rows, -1)
+    padded[:, :width] = similarity
+    padded[:, width:] = -np.inf  # less similar than anything
+    segments.sort(axis=2)
     needles = similarity[rows, cols]
-    segments = segments_out.reshape(len(similarity), -1)
-    segments[:, :width] = similarity
-    segments[:, width:] = -np.inf  # padding, less similar than anything
-    segments_out.sort(axis=2)
-    below, start = _search_segments(segments_out, rows, needles)
-    # Each needle sits at index ``below`` of its own segment. Another value equal to it is at
-    # index ``below`` of another segment or right after that index in any segment.
-    values = segments_out.reshape(-1)
-    length = segments_out.shape[2]
-    at = (below < length) & (values.take(start + np.minimum(below, length - 1)) == needles[:, None])
-    next_at = (below + 1 < length) & (
-        values.take(start + np.minimum(below + 1, length - 1)) == needles[:, None]
-    )
-    tied = (at.sum(axis=1) > 1) | next_at.any(axis=1)
+    below = np.empty(len(rows), dtype=np.int64)
+    tied = np.empty(len(rows), dtype=bool)
+    batch = max(1, num_rows * width // _ITEMS_PER_SEARCH // segments.shape[1])
+    for start in range(0, len(rows), batch):
+        part = slice(start, start + batch)
+        below[part], tied[part] = _search_segments(segments, rows[part], needles[part])
     # Of the items as similar as a needle, those at or after its gallery position (itself
     # included) are not ranked before it; without a tie that is the needle alone.
     equal_from_here = np.ones(len(rows), dtype=np.int64)
     for k in np.flatnonzero(tied):
         equal_from_here[k] = np.count_nonzero(similarity[rows[k], cols[k] :] == needles[k])
-    return segments.shape[1] - below.sum(axis=1) - equal_from_here
+    return padded.shape[1] - below - equal_from_here
 
 
 def _search_segments(
     segments: np.ndarray, rows: np.ndarray, needles: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """How many values lie below each needle in each ascending segment of its row.
+    """For each needle: how many values lie below it in all the ascending segments of its row,
+    and whether a value other than itself equals it there.
 
-    ``segments`` is (rows, segments, length), C-contiguous. Returns the counts and the flat
-    start of each segment, both (needles, segments). One binary search vectorised over needles
-    and segments: the count is built from the largest power of two down, one bit per step.
+    ``segments`` is (rows, segments, length), C-contiguous. One binary search vectorised over
+    needles and segments: the count is built from the largest power of two down, one bit per
+    step.
     """
     _, num, length = segments.shape
     values = segments.reshape(-1)
     start = (rows[:, None] * num + np.arange(num)) * length
     below = np.zeros(start.shape, dtype=np.int64)
-    needles = needles[:, None]
+    column = needles[:, None]
     for bit in reversed(range(length.bit_length())):
         probe = below + ((1 << bit) - 1)
         inside = probe < length
         np.minimum(probe, length - 1, out=probe)
         probe += start
-        below += (inside & (values.take(probe) < needles)) << bit
-    return below, start
+        below += (inside & (values.take(probe) < column)) << bit
+    # Each needle sits at index ``below`` of its own segment. Another value equal to it is at
+    # index ``below`` of another segment or right after that index in any segment.
+    at = (below < length) & (values.take(start + np.minimum(below, length - 1)) == column)
+    next_at = (below + 1 < length) & (
+        values.take(start + np.minimum(below + 1, length - 1)) == column
+    )
+    tied = (at.sum(axis=1) > 1) | next_at.any(axis=1)
+    return below.sum(axis=1), tied
 
 
 def _ranked_positions(sorted_keys: np.ndarray, self_position: np.ndarray | None) -> np.ndarray:
