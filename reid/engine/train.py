@@ -1,7 +1,7 @@
 """Training loop: PK batches, all PAW-ViT losses, periodic evaluation, atomic resumable checkpoints.
 
-Runs the same on CPU, one GPU (bf16 autocast where the GPU has it) or several GPUs under `torchrun` (DDP, one process
-per GPU; only rank 0 writes files and evaluates). Every epoch ends with a checkpoint in
+Runs the same on CPU, one GPU (bf16 autocast where the GPU has it) or several GPUs under
+`torchrun` (DDP, one process per GPU; only rank 0 writes files and evaluates). Every epoch ends with a checkpoint in
 `{out}/checkpoint/last.safetensors`; `resume=True` continues a killed run exactly where that
 checkpoint left it: model, optimiser, sampler, RNG states and the history.
 """

@@ -179,7 +179,8 @@ def _positions_by_sorted_keys(
     keys = ranking_keys(similarity, out=keys_out)
     needles = keys[rows, cols]
     keys.sort(axis=1)
-    return _search_segments(keys[:, None, :], rows, needles)[0], keys
+    below, _ = _search_segments(keys[:, None, :], rows, needles)
+    return below[:, 0], keys
 
 
 def _segment_layout(width: int, most: int) -> tuple[int, int]:
@@ -207,7 +208,9 @@ def _positions_by_sorted_segments(
     batch = max(1, num_rows * width // _ITEMS_PER_SEARCH // segments.shape[1])
     for start in range(0, len(rows), batch):
         part = slice(start, start + batch)
-        below[part], tied[part] = _search_segments(segments, rows[part], needles[part])
+        segment_below, start = _search_segments(segments, rows[part], needles[part])
+        below[part] = segment_below.sum(axis=1)
+        tied[part] = _ties(segments, segment_below, start, needles[part])
     # Of the items as similar as a needle, those at or after its gallery position (itself
     # included) are not ranked before it; without a tie that is the needle alone.
     equal_from_here = np.ones(len(rows), dtype=np.int64)
@@ -219,12 +222,11 @@ def _positions_by_sorted_segments(
 def _search_segments(
     segments: np.ndarray, rows: np.ndarray, needles: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """For each needle: how many values lie below it in all the ascending segments of its row,
-    and whether a value other than itself equals it there.
+    """How many values lie below each needle in each ascending segment of its row.
 
-    ``segments`` is (rows, segments, length), C-contiguous. One binary search vectorised over
-    needles and segments: the count is built from the largest power of two down, one bit per
-    step.
+    ``segments`` is (rows, segments, length), C-contiguous. Returns the counts and the flat
+    start of each segment, both (needles, segments). One binary search vectorised over needles
+    and segments: the count is built from the largest power of two down, one bit per step.
     """
     _, num, length = segments.shape
     values = segments.reshape(-1)
@@ -237,14 +239,25 @@ def _search_segments(
         np.minimum(probe, length - 1, out=probe)
         probe += start
         below += (inside & (values.take(probe) < column)) << bit
-    # Each needle sits at index ``below`` of its own segment. Another value equal to it is at
-    # index ``below`` of another segment or right after that index in any segment.
+    return below, start
+
+
+def _ties(
+    segments: np.ndarray, below: np.ndarray, start: np.ndarray, needles: np.ndarray
+) -> np.ndarray:
+    """Whether a value other than the needle itself equals it, from ``_search_segments``.
+
+    Each needle sits at index ``below`` of its own segment. Another value equal to it is at
+    index ``below`` of another segment or right after that index in any segment.
+    """
+    values = segments.reshape(-1)
+    length = segments.shape[2]
+    column = needles[:, None]
     at = (below < length) & (values.take(start + np.minimum(below, length - 1)) == column)
     next_at = (below + 1 < length) & (
         values.take(start + np.minimum(below + 1, length - 1)) == column
     )
-    tied = (at.sum(axis=1) > 1) | next_at.any(axis=1)
-    return below.sum(axis=1), tied
+    return (at.sum(axis=1) > 1) | next_at.any(axis=1)
 
 
 def _ranked_positions(sorted_keys: np.ndarray, self_position: np.ndarray | None) -> np.ndarray:
