@@ -8,9 +8,11 @@ A shard ``shard-{i:04d}-of-{n:04d}.npz`` (numpy, no pickles) holds, for the n ma
 ``foreground_fraction`` (float), ``detector_box`` (n×4 float: the crop ``x0, y0, x1, y1``,
 ends exclusive, in image pixels that the pixel-reading members saw; NaN where no detector box
 was used, i.e. no ``teacher.detector`` or no animal found, so the image was processed whole),
-and the images that got no map: ``failed_image_id``, ``failed_reason`` (str). ``index.json``
-maps image_id → shard file name and is written last, by ``pseudomasks index``, so its presence
-means the cache is complete.
+``foreground_components`` (int: the sizeable foreground components a segmentation member
+counted, 2+ meaning several animals in the frame; -1 where no member counts them), and the
+images that got no map: ``failed_image_id``, ``failed_reason`` (str). ``index.json`` maps
+image_id → shard file name and is written last, by ``pseudomasks index``, so its presence means
+the cache is complete.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ SHARD_ARRAYS = (
 DETECTOR_BOX = "detector_box"
 """Read apart from SHARD_ARRAYS: shards written before detectors existed lack it, and no box was
 used for any of their images, so it reads as all-NaN instead of forcing a recompute."""
+FOREGROUND_COMPONENTS = "foreground_components"
+"""Read apart too: shards written before it was recorded lack it; it reads as -1 (unknown)."""
 TEACHER_JSON = "teacher.json"
 INDEX_JSON = "index.json"
 QC_JSON = "qc.json"
@@ -83,6 +87,7 @@ def write_shard(
         DETECTOR_BOX: np.array([_box_row(r.detector_box) for r in results], np.float64).reshape(
             -1, 4
         ),
+        FOREGROUND_COMPONENTS: np.array([r.foreground_components for r in results], np.int64),
         "failed_image_id": _strings([f.image_id for f in failures]),
         "failed_reason": _strings([f.reason for f in failures]),
     }
@@ -99,10 +104,14 @@ def read_shard(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in SHARD_ARRAYS}
+            n = len(arrays["image_id"])
             arrays[DETECTOR_BOX] = (
-                data[DETECTOR_BOX]
-                if DETECTOR_BOX in data.files
-                else np.full((len(arrays["image_id"]), 4), np.nan)
+                data[DETECTOR_BOX] if DETECTOR_BOX in data.files else np.full((n, 4), np.nan)
+            )
+            arrays[FOREGROUND_COMPONENTS] = (
+                data[FOREGROUND_COMPONENTS]
+                if FOREGROUND_COMPONENTS in data.files
+                else np.full(n, -1, np.int64)
             )
     except FileNotFoundError as exc:
         raise UserError(f"shard {path}: missing; run 'pseudomasks run' for it") from exc

@@ -2,8 +2,9 @@
 
 ``qc.json`` is what a person reads to judge the teacher before training on its maps: how often
 each part is seen, how often the foreground is empty, how confident the keypoints were, how
-often the detector found the animal (the others were processed uncropped), which images failed
-and why.
+often the detector found the animal (the others were processed uncropped), how often the
+foreground held several animals (so the segmentation member kept one), which images failed and
+why.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 from pseudomasks.atomic import write_json
 from pseudomasks.cache import (
     DETECTOR_BOX,
+    FOREGROUND_COMPONENTS,
     INDEX_JSON,
     QC_JSON,
     read_shard,
@@ -39,7 +41,7 @@ def build_index(teacher_dir: Path, num_shards: int) -> dict[str, Any]:
             "run 'pseudomasks run' for them"
         )
     index: dict[str, str] = {}
-    visibility, fg_fraction, kp_conf, boxes, sources = [], [], [], [], []
+    visibility, fg_fraction, kp_conf, boxes, components, sources = [], [], [], [], [], []
     failed: list[dict[str, str]] = []
     for name in names:
         arrays = read_shard(teacher_dir / name)
@@ -59,6 +61,7 @@ def build_index(teacher_dir: Path, num_shards: int) -> dict[str, Any]:
         fg_fraction.append(arrays["foreground_fraction"])
         kp_conf.append(arrays["keypoint_confidence"])
         boxes.append(arrays[DETECTOR_BOX])
+        components.append(arrays[FOREGROUND_COMPONENTS])
         sources.extend(arrays["orientation_source"].tolist())
         failed.extend(
             {"image_id": i, "reason": r}
@@ -71,6 +74,9 @@ def build_index(teacher_dir: Path, num_shards: int) -> dict[str, Any]:
     conf = np.concatenate(kp_conf)
     with_kp = conf[np.isfinite(conf)]
     found = int(np.isfinite(np.concatenate(boxes)).all(axis=1).sum())
+    counted = np.concatenate(components)
+    counted = counted[counted >= 0]
+    several = int((counted >= 2).sum())
     n = len(index)
     qc = {
         "teacher_id": teacher["teacher_id"],
@@ -83,6 +89,15 @@ def build_index(teacher_dir: Path, num_shards: int) -> dict[str, Any]:
         "mean_keypoint_confidence": float(with_kp.mean()) if len(with_kp) else None,
         # share of maps whose image had a detector box; null for a teacher without a detector
         "detector_found_rate": _share(found, n) if teacher["identity"]["detector"] else None,
+        # maps whose foreground had 2+ sizeable components (several animals; `keep` chose one),
+        # among the maps whose segmentation member counted them; null when none did
+        "several_objects": {
+            "maps": several,
+            "counted": len(counted),
+            "rate": _share(several, len(counted)),
+        }
+        if len(counted)
+        else None,
         "orientation_source": {
             "catalogue": sources.count("catalogue"),
             "estimated": sources.count("estimated"),

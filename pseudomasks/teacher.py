@@ -6,12 +6,14 @@ and their keypoints and masks are mapped back to full-image pixels, so fusion an
 map always cover the whole image (the student sees the whole image). An image in which the
 detector finds no animal is processed uncropped, as without a detector, rather than failed: the
 members often still find the animal, and the shard records which images had a box
-(``ImageResult.detector_box``) so ``qc.json`` shows how often that happened.
+(``ImageResult.detector_box``) so ``qc.json`` shows how often that happened. Likewise for
+several animals in one frame: the count of sizeable foreground components that segmentation
+members report (``ImageResult.foreground_components``) reaches ``qc.json``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +56,9 @@ from pseudomasks.silhouette_template import silhouette_template_map
 class ImageResult:
     """A map plus the per-image facts the cache stores. ``orientation_source`` is
     'catalogue', 'estimated' or '' (orientation unknown); ``detector_box`` is the crop the
-    pixel-reading members saw, None without a detector or when it found no animal."""
+    pixel-reading members saw, None without a detector or when it found no animal;
+    ``foreground_components`` is the number of sizeable foreground components a segmentation
+    member counted (the most, if several did; 2+: several animals), -1 when none counts them."""
 
     image_id: str
     part_map: PartMap
@@ -62,6 +66,7 @@ class ImageResult:
     orientation_source: str
     foreground_fraction: float
     detector_box: CropBox | None
+    foreground_components: int
 
 
 @dataclass(frozen=True)
@@ -134,10 +139,12 @@ class Teacher:
             combine_keypoints([p[i] for p in poses], rule, confidence) for i in range(len(samples))
         ]
         masks = []
+        counted: list[Mapping[str, int]] = []
         for m in self.segmentation:
             seen, frames = _view(m, samples, crops, boxes)
             prompts = [keypoints_to_crop(k, f) for k, f in zip(keypoints, frames, strict=True)]
             predicted = _isolated(m.predict, seen, (prompts,), failed)
+            counted.append(m.foreground_components())
             masks.append(
                 [
                     mask_to_full(mask, f, s.image.shape)
@@ -150,7 +157,10 @@ class Teacher:
                 out.append(ImageFailure(sample.image_id, failed[sample.image_id]))
                 continue
             foreground = combine_masks([m[i] for m in masks], self.settings.combine)
-            out.append(self._map(sample, keypoints[i], foreground, boxes[i]))
+            components = max(
+                (c[sample.image_id] for c in counted if sample.image_id in c), default=-1
+            )
+            out.append(self._map(sample, keypoints[i], foreground, boxes[i], components))
         return out
 
     def _map(
@@ -159,6 +169,7 @@ class Teacher:
         keypoints: np.ndarray | None,
         foreground: np.ndarray | None,
         box: CropBox | None,
+        components: int,
     ) -> ImageResult | ImageFailure:
         s = self.settings
         if foreground is None:
@@ -187,6 +198,7 @@ class Teacher:
             orientation_source=source,
             foreground_fraction=float((part_map.labels > 0).mean()),
             detector_box=box,
+            foreground_components=components,
         )
 
 

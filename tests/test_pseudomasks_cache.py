@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pseudomasks.cache import load_part_maps
+from pseudomasks.cache import load_part_maps, read_shard, shard_is_complete
 from pseudomasks.cli import main
 from pseudomasks.settings import teacher_id
 
@@ -144,6 +144,7 @@ def test_run_resume_index_and_show(dataset: dict[str, Path], capsys: pytest.Capt
         assert s0["orientation"].tolist() == ["right", "right", "right"]
         assert s0["orientation_source"].tolist() == ["estimated"] * 3
         assert np.isnan(s0["keypoint_confidence"][2]) and s0["keypoint_confidence"][0] == 2
+        assert s0["foreground_components"].tolist() == [-1] * 3  # no member here counts them
     with np.load(shards[1]) as s1:
         assert s1["image_id"].tolist() == ["im0", "im2", "im4", "im6"]
         assert s1["orientation"].tolist() == ["left"] * 4
@@ -168,6 +169,7 @@ def test_run_resume_index_and_show(dataset: dict[str, Path], capsys: pytest.Capt
     assert qc["empty_foreground_rate"] == 0.0
     assert qc["maps_from_keypoints"] == 6 and qc["mean_keypoint_confidence"] == 2.0
     assert qc["orientation_source"] == {"catalogue": 1, "estimated": 6, "unknown": 0}
+    assert qc["several_objects"] is None
     index = json.loads((teacher_dir / "index.json").read_text())
     assert index["im0"] == shards[1].name and index["im1"] == shards[0].name
     assert set(index) == {f"im{i}" for i in range(7)}
@@ -184,6 +186,21 @@ def test_run_resume_index_and_show(dataset: dict[str, Path], capsys: pytest.Capt
     assert main([*args, "--root", str(dataset["root"]), "--out", str(png), "--n", "4"]) == 0
     sheet = cv2.imread(str(png))
     assert sheet is not None and sheet.shape[0] > 100
+
+
+def test_shards_without_foreground_components_read_as_unknown(dataset):
+    """A shard written before ``foreground_components`` existed is still complete: it reads as
+    -1 (unknown) for every map and indexes, rather than being recomputed or counted as one."""
+    assert run(dataset, 0, num_shards=1) == 0
+    path = dataset["out"] / teacher_id(settings()) / "shard-0000-of-0001.npz"
+    with np.load(path) as shard:
+        old = {k: shard[k] for k in shard.files if k != "foreground_components"}
+    np.savez_compressed(path, **old)
+    assert shard_is_complete(path, ["broken", *(f"im{i}" for i in range(7))])
+    components = read_shard(path)["foreground_components"]
+    assert components.tolist() == [-1] * 7 and components.dtype == np.int64
+    assert main(["index", "--masks-dir", str(path.parent), "--num-shards", "1"]) == 0
+    assert json.loads((path.parent / "qc.json").read_text())["several_objects"] is None
 
 
 def one_error_line(capsys: pytest.CaptureFixture) -> str:

@@ -10,7 +10,9 @@ read its ``DEFAULTS``, and ``pseudomasks teacher-id`` must stay instant.
   when it has nothing for that image. Every pose member also takes the shared ``keypoints``
   option (:data:`POSE_DEFAULTS`), which the teacher applies to its output.
 - A segmentation member returns, per sample, an ``H×W`` bool foreground or ``None``; it sees
-  the pose ensemble's keypoints (prompts for SAM, seeds for GrabCut).
+  the pose ensemble's keypoints (prompts for SAM, seeds for GrabCut). One that keeps one of
+  several foreground components reports how many it found through
+  :meth:`SegmentationMember.foreground_components`.
 - A member that cannot read one image's input raises :class:`UnreadableInput`; the teacher then
   retries the batch one sample at a time and lists only the unreadable images as failed.
 - With a ``teacher.detector``, members whose ``reads_pixels`` is True see the detector's crop
@@ -177,3 +179,10 @@ class SegmentationMember(Member, ABC):
         self, samples: Sequence[Sample], keypoints: Sequence[np.ndarray | None]
     ) -> list[np.ndarray | None]:
         """Foreground ``H×W`` bool per sample, or None."""
+
+    def foreground_components(self) -> Mapping[str, int]:
+        """image_id → the number of sizeable connected foreground components found, for the
+        images predicted so far: 2 or more means several animals in the frame, so a member that
+        keeps one had to choose, and ``qc.json`` says how often. Empty for members that do not
+        count them (their foreground is whatever the model or annotation gives)."""
+        return {}

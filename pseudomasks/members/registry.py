@@ -24,6 +24,7 @@ SEGMENTATION_MEMBERS: dict[str, str] = {
     "grabcut": "pseudomasks.members.grabcut:GrabCut",
     "yolo_seg": "pseudomasks.members.yolo_seg:YoloSeg",
     "sam": "pseudomasks.members.sam:SamSegmentation",
+    "salient": "pseudomasks.members.salient:SalientObject",
 }
 
 DETECTOR_MEMBERS: dict[str, str] = {
