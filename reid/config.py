@@ -31,6 +31,8 @@ class TrainSettings:
     images_per_identity: int
     lr: float
     weight_decay: float
+    stem_lr_scale: float
+    frozen_stem_blocks: int
     warmup_epochs: int
     warmup_start_lr: float
     final_lr: float
@@ -54,6 +56,8 @@ class TrainSettings:
                 images_per_identity=int(train["batch"]["images"]),
                 lr=float(train["optimizer"]["lr"]),
                 weight_decay=float(train["optimizer"]["weight_decay"]),
+                stem_lr_scale=float(train["optimizer"]["stem_lr_scale"]),
+                frozen_stem_blocks=int(train["optimizer"]["frozen_stem_blocks"]),
                 warmup_epochs=int(train["schedule"]["warmup_epochs"]),
                 warmup_start_lr=float(train["schedule"]["warmup_start_lr"]),
                 final_lr=float(train["schedule"]["final_lr"]),

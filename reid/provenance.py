@@ -48,6 +48,7 @@ def provenance(model_dir: Path | None, protocol: str, evaluate_seconds: float) -
             seed=config["seed"],
             device=config["device"],
             precision=config.get("precision"),  # absent from models trained before it existed
+            pretrained_weights=config.get("pretrained_weights"),  # path/package, version, sha256
             world_size=config["world_size"],
             train_wall_time_s=config["train_wall_time_s"],
             train_versions=config["versions"],

@@ -108,7 +108,12 @@ def run_settings(**train_overrides) -> dict:
         "skip_missing_maps": False,
         "precision": "auto",
         "batch": {"identities": 3, "images": 2},
-        "optimizer": {"lr": 3e-4, "weight_decay": 5e-4},
+        "optimizer": {
+            "lr": 3e-4,
+            "weight_decay": 5e-4,
+            "stem_lr_scale": 1.0,
+            "frozen_stem_blocks": 0,
+        },
         "schedule": {"warmup_epochs": 1, "warmup_start_lr": 1e-5, "final_lr": 1e-4},
         "augment": {"rotation": 15, "flip_as_new_identity": True},
         "losses": {

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from reid.atomic import atomic_write_text
 from reid.catalogue import read_catalogue
-from reid.config import RunSettings
+from reid.config import RunSettings, TrainSettings
 from reid.data.datasets import SeededBatches, TrainDataset
 from reid.data.part_maps import load_part_maps
 from reid.data.sampler import PKSampler
@@ -50,9 +50,10 @@ from reid.engine.schedule import lr_at
 from reid.errors import UserError
 from reid.evaluation import evaluate_features
 from reid.losses import PawLoss
-from reid.models import build_model
+from reid.models import build_model, freeze_stem, stem_parameter_names
 from reid.models.heads import ReidOutput
 from reid.provenance import package_versions
+from reid.weights import resolve_weights
 
 _logger = logging.getLogger(__name__)
 
@@ -137,9 +138,8 @@ class Trainer:
             self.model = DistributedDataParallel(
                 self.model_core, device_ids=ids, find_unused_parameters=not all_used
             )
-        no_decay = getattr(self.model_core, "no_weight_decay", lambda: set())()
-        groups = param_groups_weight_decay(self.model_core, train.weight_decay, set(no_decay))
-        self.optimizer = torch.optim.AdamW(groups, lr=train.lr)
+        self.frozen = freeze_stem(self.model_core, train.frozen_stem_blocks)
+        self.optimizer = torch.optim.AdamW(self._param_groups(train), lr=train.lr)
         self.sampler = PKSampler(
             self.dataset.class_ids,
             p=train.identities_per_batch,
@@ -161,6 +161,23 @@ class Trainer:
         self.best_epoch: int | None = None
         self.start_epoch = 0
         self.tensorboard = self._open_tensorboard() if self.ctx.is_main else None
+
+    def _param_groups(self, train: TrainSettings) -> list[dict[str, Any]]:
+        """timm's weight-decay groups (frozen parameters left out), each split once more so that
+        a pretrained stem's parameters train at ``stem_lr_scale`` × the learning rate."""
+        core = self.model_core
+        no_decay = getattr(core, "no_weight_decay", lambda: set())()
+        stem_names = stem_parameter_names(core)
+        stem = {id(p) for n, p in core.named_parameters() if n in stem_names}
+        groups = []
+        for group in param_groups_weight_decay(
+            core, train.weight_decay, no_weight_decay_list=set(no_decay)
+        ):
+            for in_stem, scale in ((False, 1.0), (True, train.stem_lr_scale)):
+                params = [p for p in group["params"] if (id(p) in stem) == in_stem]
+                if params:
+                    groups.append({**group, "params": params, "lr_scale": scale})
+        return groups
 
     # ----------------------------------------------------------------------------- checkpoints
     def _state(self, epoch: int) -> dict[str, Any]:
@@ -257,8 +274,10 @@ class Trainer:
 
     def train_epoch(self, epoch: int, lr: float) -> dict[str, float]:
         self.model.train()
+        for module in self.frozen:  # frozen BatchNorm keeps its ImageNet statistics
+            module.eval()
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         self.sampler.set_epoch(epoch)
         self.batches.set_epoch(epoch)
         sums: dict[str, float] = {}
@@ -376,6 +395,11 @@ class Trainer:
             selected = self.best_epoch
         config = {
             "model": dataclasses.asdict(self.settings.model),
+            "pretrained_weights": (
+                resolve_weights(self.settings.model.pretrained).record
+                if self.settings.model.pretrained
+                else None
+            ),
             "num_classes": self.dataset.num_classes,
             "num_parts": self.maps.num_parts,
             "part_names": self.maps.part_names,

@@ -6,19 +6,32 @@ and export alike, so a checkpoint always meets the architecture it was trained w
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import timm
+from timm.layers import HybridEmbed
+from timm.models.efficientnet import EfficientNet
 from torch import nn
 
 from reid.errors import UserError
-from reid.models import paw_vit  # noqa: F401  (registers paw_vit_* in timm)
+from reid.models import efficientnet_lite, hybrid, paw_vit  # noqa: F401  (register in timm)
 from reid.models.baselines import ReidBaseline
+from reid.models.efficientnet_lite import EfficientNetLiteStem
 from reid.models.heads import ReidOutput
 from reid.models.paw_vit import PawViT
+from reid.weights import resolve_weights
 
-__all__ = ["ModelSpec", "PawViT", "ReidBaseline", "ReidOutput", "build_model"]
+__all__ = [
+    "ModelSpec",
+    "PawViT",
+    "ReidBaseline",
+    "ReidOutput",
+    "build_model",
+    "freeze_stem",
+    "stem_parameter_names",
+]
 
 
 @dataclass(frozen=True)
@@ -27,7 +40,9 @@ class ModelSpec:
 
     arch: str
     img_size: int = 256
-    pretrained: str | None = None  # local weights file; None = random initialisation
+    pretrained: str | Mapping[str, Any] | None = None
+    """A weights entry (``path`` or ``package`` + ``file``, as in config.yaml) or a file path;
+    None = random initialisation."""
     mask_size: int | None = None
     orientation_bnneck: str = "shared"
     drop_path_rate: float = 0.0
@@ -50,14 +65,9 @@ def build_model(spec: ModelSpec, num_classes: int, num_parts: int) -> nn.Module:
             "(e.g. vit_tiny_patch16_224, seresnet50)"
         )
     pretrained = spec.pretrained is not None
-    if pretrained and not Path(spec.pretrained).is_file():
-        raise UserError(
-            f"pretrained weights file {spec.pretrained} does not exist: download it (README, "
-            "'Weights') or remove 'pretrained' from the model config"
-        )
     kwargs: dict = dict(pretrained=pretrained, drop_path_rate=spec.drop_path_rate)
     if pretrained:
-        kwargs["pretrained_cfg_overlay"] = dict(file=str(spec.pretrained))
+        kwargs["pretrained_cfg_overlay"] = dict(file=str(resolve_weights(spec.pretrained).path))
     if spec.part_aware:
         return timm.create_model(
             spec.arch,
@@ -68,7 +78,47 @@ def build_model(spec: ModelSpec, num_classes: int, num_parts: int) -> nn.Module:
             orientation_bnneck=spec.orientation_bnneck,
             **kwargs,
         )
-    if spec.arch.startswith(("vit_", "deit_")):
+    if spec.arch.startswith(("vit_", "deit_")):  # includes the hybrid twins (vit_efflite*)
         kwargs["img_size"] = spec.img_size
     backbone = timm.create_model(spec.arch, num_classes=0, **kwargs)
     return ReidBaseline(backbone, num_classes, spec.orientation_bnneck)
+
+
+def stem_parameter_names(model: nn.Module) -> set[str]:
+    """Names of the parameters of a pretrained convolutional stem, which train with
+    ``stem_lr_scale`` × the learning rate: a hybrid's CNN before the patch tokens, or the whole
+    CNN of a convolutional baseline. Empty for ViTs on patches."""
+    prefixes = []
+    for name, module in model.named_modules():
+        if isinstance(module, HybridEmbed):
+            prefixes.append(f"{name}.backbone.")
+        elif isinstance(module, EfficientNet):
+            prefixes.append(f"{name}.")
+    return {n for n, _ in model.named_parameters() if n.startswith(tuple(prefixes))}
+
+
+def freeze_stem(model: nn.Module, blocks: int) -> list[nn.Module]:
+    """Freeze the first layers of a convolutional stem: conv stem, its BN and ``blocks`` stages.
+
+    Those layers stop learning (no gradients, so no backward pass through them: a CPU epoch is
+    about twice as fast with the whole stride-16 stem frozen), and the returned modules must be
+    kept in eval mode while training so that their BatchNorm keeps ImageNet's statistics."""
+    if blocks == 0:
+        return []
+    stems = [m for m in model.modules() if isinstance(m, (EfficientNetLiteStem, EfficientNet))]
+    if not stems:
+        raise UserError(
+            "train.optimizer.frozen_stem_blocks needs a model with a convolutional stem "
+            "(paw_vit_efflite*, vit_efflite*, cnn_efflite*): set it to 0 for this model"
+        )
+    frozen: list[nn.Module] = []
+    for stem in stems:
+        if blocks > len(stem.blocks):
+            raise UserError(
+                f"train.optimizer.frozen_stem_blocks is {blocks} but the stem has "
+                f"{len(stem.blocks)} blocks: use at most {len(stem.blocks)}"
+            )
+        frozen += [stem.conv_stem, stem.bn1, *stem.blocks[:blocks]]
+    for module in frozen:
+        module.requires_grad_(False)
+    return frozen

@@ -151,9 +151,7 @@ class PawViT(VisionTransformer):
         )
         self.num_parts = num_parts
         self.num_classes = num_classes
-        grid_h, _ = self.patch_embed.grid_size
-        img_h = grid_h * self.patch_embed.patch_size[0]
-        self.mask_size = mask_size or img_h // 4
+        self.mask_size = mask_size or self.patch_embed.img_size[0] // 4
         dim, heads = self.embed_dim, self.blocks[0].attn.num_heads
         # timm starts register tokens near zero (std 1e-6); part tokens must differ from the start
         # so that the K parts can specialise, hence the paper's trunc-normal(0.02).
@@ -234,13 +232,12 @@ def checkpoint_filter_fn(
       patch grid is resampled with timm's ``resample_abs_pos_embed`` (bicubic, antialiased).
     - The CLS token itself and the ImageNet classifier are dropped: part tokens start random.
     - Keys the checkpoint lacks (part tokens, ATM, aggregation, heads) keep the model's random
-      initialisation; both lists are logged so nothing is silently ignored.
+      initialisation (:func:`complete_state_dict`).
     A PAW-ViT checkpoint (already K+1 prefix tokens) passes through unchanged.
     """
     state_dict = state_dict.get("model", state_dict)
     state_dict = state_dict.get("state_dict", state_dict)
     out = dict(state_dict)
-    model_state = model.state_dict()
     if "pos_embed" in out and "cls_token" in out:
         pos = out["pos_embed"]
         cls_pos, grid_pos = pos[:, :1], pos[:, 1:]
@@ -250,6 +247,17 @@ def checkpoint_filter_fn(
         prefix_pos = cls_pos.expand(-1, model.num_prefix_tokens, -1)
         out["pos_embed"] = torch.cat([prefix_pos, grid_pos], dim=1)
         del out["cls_token"]
+    return complete_state_dict(out, model)
+
+
+def complete_state_dict(
+    state_dict: dict[str, torch.Tensor], model: nn.Module
+) -> dict[str, torch.Tensor]:
+    """``state_dict`` made to fit ``model`` exactly: keys the model lacks are dropped, keys the
+    checkpoint lacks keep the model's own (random) values, both logged so nothing is silently
+    ignored; a tensor of another shape is an error naming it."""
+    out = dict(state_dict)
+    model_state = model.state_dict()
     unexpected = sorted(k for k in out if k not in model_state)
     for key in unexpected:
         del out[key]
@@ -265,23 +273,43 @@ def checkpoint_filter_fn(
     missing = sorted(k for k in model_state if k not in out)
     if missing:
         _logger.warning(
-            "PAW-ViT keys not in the checkpoint, randomly initialised: %s", ", ".join(missing)
+            "%s tensors not in the checkpoint, randomly initialised: %s",
+            type(model).__name__,
+            _summary(missing),
         )
     if unexpected:
-        _logger.warning("checkpoint keys not used by PAW-ViT: %s", ", ".join(unexpected))
+        _logger.warning(
+            "checkpoint tensors not used by %s: %s", type(model).__name__, _summary(unexpected)
+        )
     for key in missing:
         out[key] = model_state[key]
     return out
 
 
-def _create_paw_vit(variant: str, pretrained: bool = False, **kwargs: Any) -> PawViT:
-    overlay = kwargs.get("pretrained_cfg_overlay") or {}
-    weights_file = overlay.get("file")
+def _summary(keys: list[str], full: int = 4) -> str:
+    """Tensor names grouped by their top module: a group of up to ``full`` names is listed,
+    a larger one counted ('blocks.* (48)'), so a random transformer is one readable line."""
+    groups: dict[str, list[str]] = {}
+    for key in keys:
+        groups.setdefault(key.split(".")[0], []).append(key)
+    return ", ".join(
+        ", ".join(names) if len(names) <= full else f"{top}.* ({len(names)})"
+        for top, names in groups.items()
+    )
+
+
+def check_weights_file(pretrained: bool, kwargs: dict[str, Any]) -> None:
+    """A named weights file must exist before timm tries (and fails less clearly) to read it."""
+    weights_file = (kwargs.get("pretrained_cfg_overlay") or {}).get("file")
     if pretrained and weights_file and not Path(weights_file).is_file():
         raise UserError(
             f"pretrained weights file {weights_file} does not exist: download it (see README, "
-            "'Weights') or set pretrained: false"
+            "'Pretrained weights') or set pretrained: false"
         )
+
+
+def _create_paw_vit(variant: str, pretrained: bool = False, **kwargs: Any) -> PawViT:
+    check_weights_file(pretrained, kwargs)
     return build_model_with_cfg(
         PawViT, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs
     )

@@ -134,8 +134,8 @@ def run_settings(dataset, model):
     """Resolved `reid train` settings: train defaults ← dataset overrides ← model overrides."""
     entry = config["datasets"][dataset]
     spec = {k: v for k, v in config["models"][model].items() if k != "train"}
-    if "pretrained" in spec:
-        spec["pretrained"] = config["weights"][spec["pretrained"]]["path"]
+    if "pretrained" in spec:  # the weights entry itself: a path, or a package's file
+        spec["pretrained"] = config["weights"][spec["pretrained"]]
     train = _merged(
         _merged(config["train"], entry.get("train")),
         config["models"][model].get("train"),
