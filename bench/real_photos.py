@@ -1,15 +1,27 @@
-"""PAW-ViT against the ViT baseline of the same size on a folder of real photographs, end to end.
+"""PAW-ViT against its baselines on a folder of real photographs, end to end.
 
-    python bench/real_photos.py --data ../shared/data/nyala/train --workdir /tmp/nyala_run
+    python bench/real_photos.py --data ../shared/data/nyala/train --workdir /tmp/nyala_efflite0 \
+        --family efflite0 --seeds 0 1 2
+    python bench/real_photos.py --data ../shared/data/nyala/train --workdir /tmp/nyala_run \
+        --family random-vit --epochs 40
 
 Runs the real workflow (catalogue, teacher, train, extract, evaluate, figures) in ``--workdir`` on
 a folder-shaped dataset (``<identity>/<encounter>_<left|right>photo.jpg``, the nyala layout):
-whole identities are split half train, half test; part maps come from the teacher members that
-need no weights (GrabCut foreground split by the silhouette template); PAW-ViT and a plain ViT of
-the same size train for the same epochs from the same random initialisation (one weights file
-both load, as they would load the same ImageNet checkpoint); both are evaluated all-vs-all with
-same-encounter images as junk. Prints both metrics side by side; the figures and the report are
-under ``--workdir``/results/<dataset>/.
+whole identities are split half train, half test (split seed 0 whatever the training seeds), and
+every model is evaluated all-vs-all with same-encounter images as junk. Part maps come from
+``--teacher``: ``offline`` (GrabCut split by the silhouette template) or ``salient_template``
+(ISNet, its file given by ``--isnet``).
+
+Families:
+- ``efflite0``: the models a machine without a model hub can train, all on ImageNet
+  EfficientNet-Lite0 from pip, with config.yaml's settings for them (frozen stride-16 stem,
+  192 px): PAW-ViT on the stem, its ViT twin and the whole CNN, once per ``--seeds`` entry.
+  The untrained (ImageNet) metrics are each run's epoch-0 evaluation.
+- ``random-vit``: PAW-ViT and a plain ViT of the same size from the same random initialisation
+  (one weights file both load), ``--epochs`` at ``--img-size``.
+
+Prints the metrics (mean ± sd over seeds); the figures and the report are under
+``--workdir``/results/<dataset>/.
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -39,43 +52,99 @@ def write_shared_init(path: Path, arch: str, seed: int) -> None:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
 
 
-def workflow_config(args: argparse.Namespace, init: Path) -> dict:
+EFFLITE0_MODELS = ("paw_vit_efflite0", "vit_efflite0", "cnn_efflite0")
+
+
+def dataset_entry(args: argparse.Namespace, model: str, baseline: str) -> dict:
+    return {
+        "adapter": "folder",
+        "root": str(args.data.resolve()),
+        "options": {
+            "pattern": r"^(?P<encounter>\d+)_(?P<orientation>left|right)photo\.[^.]+$",
+            "split": {"train_fraction": 0.5, "seed": 0},
+        },
+        "species": args.species,
+        "teacher": args.teacher,
+        "model": model,
+        "baseline": baseline,
+        "protocol": "all-vs-all",
+    }
+
+
+def workflow_config(args: argparse.Namespace) -> tuple[dict, list[str]]:
+    """config.yaml with the benchmark's dataset and models; the models to compare."""
     config = yaml.safe_load((PROJECT / "config.yaml").read_text())
-    train = {
-        "epochs": args.epochs,
+    if args.isnet:
+        config["weights"]["isnet_general"]["path"] = str(args.isnet.resolve())
+    if args.family == "efflite0":
+        models = []
+        for seed in args.seeds:
+            for base in EFFLITE0_MODELS:
+                entry = json.loads(json.dumps(config["models"][base]))
+                entry["train"] = {**entry["train"], "seed": seed}
+                if args.epochs:
+                    entry["train"]["epochs"] = args.epochs
+                models.append(name := f"{base}_s{seed}")
+                config["models"][name] = entry
+        config["datasets"] = {args.name: dataset_entry(args, models[0], models[1])}
+        return config, models
+    init = args.workdir.resolve() / "resources" / f"vit_{args.size}_random_seed0.safetensors"
+    if not init.is_file():
+        write_shared_init(init, f"vit_{args.size}_patch16_224", 0)
+    epochs = args.epochs or 40
+    config["datasets"] = {args.name: dataset_entry(args, "paw_vit_real", "vit_real")}
+    config["datasets"][args.name]["train"] = {
+        "epochs": epochs,
         "eval_every": args.eval_every,
         "batch": {"identities": 8, "images": 4},
         "optimizer": {"lr": args.lr},
         "schedule": {"warmup_epochs": 3, "final_lr": args.lr / 100},
     }
-    config["datasets"] = {
-        args.name: {
-            "adapter": "folder",
-            "root": str(args.data.resolve()),
-            "options": {
-                "pattern": r"^(?P<encounter>\d+)_(?P<orientation>left|right)photo\.[^.]+$",
-                "split": {"train_fraction": 0.5, "seed": args.seed},
-            },
-            "species": args.species,
-            "teacher": "offline",
-            "model": "paw_vit_real",
-            "baseline": "vit_real",
-            "protocol": "all-vs-all",
-            "train": train,
-        }
-    }
     config["weights"]["shared_random_init"] = {"path": str(init)}
-    config["models"]["paw_vit_real"] = {
-        "arch": f"paw_vit_{args.size}_patch16_256",
-        "img_size": args.img_size,
-        "pretrained": "shared_random_init",
-    }
-    config["models"]["vit_real"] = {
-        "arch": f"vit_{args.size}_patch16_224",
-        "img_size": args.img_size,
-        "pretrained": "shared_random_init",
-    }
-    return config
+    for name, arch in (("paw_vit_real", "paw_vit"), ("vit_real", "vit")):
+        config["models"][name] = {
+            "arch": f"{arch}_{args.size}_patch16_{256 if arch == 'paw_vit' else 224}",
+            "img_size": args.img_size,
+            "pretrained": "shared_random_init",
+        }
+    return config, ["paw_vit_real", "vit_real"]
+
+
+def summary(workdir: Path, results: str, models: list[str]) -> list[str]:
+    """One line per model family: untrained and trained metrics, mean ± sd over seeds."""
+    by_family: dict[str, list[Path]] = {}
+    for model in models:
+        by_family.setdefault(model.rsplit("_s", 1)[0] if "_s" in model else model, []).append(
+            workdir / results / model
+        )
+    lines = [f"{'model':<18}{'':>10}" + "".join(f"{m:>16}" for m in METRICS) + f"{'train s':>9}"]
+    for family, dirs in by_family.items():
+        trained = [json.loads((d / "metrics.json").read_text()) for d in dirs]
+        first = [_epoch0(d) for d in dirs]
+        seconds = statistics.mean(m["train_wall_time_s"] for m in trained)
+        for label, runs in (("untrained", first), ("trained", trained)):
+            if any(r is None for r in runs):
+                continue
+            cells = "".join(f"{_mean_sd([r[m] for r in runs]):>16}" for m in METRICS)
+            tail = f"{seconds:9.0f}" if label == "trained" else ""
+            lines.append(f"{family:<18}{label:>10}{cells}{tail}")
+    lines.append(f"({len(next(iter(by_family.values())))} seed(s) per model)")
+    return lines
+
+
+def _epoch0(model_dir: Path) -> dict[str, float] | None:
+    history = (model_dir / "history.csv").read_text().splitlines()
+    header, first = history[0].split(","), history[1].split(",")
+    row = dict(zip(header, first, strict=True))
+    if row.get("epoch") != "0" or not row.get("eval_mAP"):
+        return None
+    return {m: float(row[f"eval_{m}"]) for m in METRICS}
+
+
+def _mean_sd(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f}±{statistics.stdev(values):.3f}"
 
 
 def main() -> int:
@@ -84,29 +153,26 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--name", default="nyala", help="dataset name in the workflow")
     parser.add_argument("--species", default="nyala", help="species of config.yaml")
+    parser.add_argument("--family", default="efflite0", choices=["efflite0", "random-vit"])
+    parser.add_argument("--teacher", default="offline", choices=["offline", "salient_template"])
+    parser.add_argument(
+        "--isnet", type=Path, help="ISNet .onnx file for --teacher salient_template"
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="efflite0: train seeds")
+    parser.add_argument("--epochs", type=int, help="default: config.yaml's (efflite0), 40 (vit)")
     parser.add_argument("--size", default="tiny", choices=["tiny", "small", "base"])
-    parser.add_argument("--img-size", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--eval-every", type=int, default=10)
-    parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--img-size", type=int, default=128, help="random-vit only")
+    parser.add_argument("--eval-every", type=int, default=10, help="random-vit only")
+    parser.add_argument("--lr", type=float, default=5e-4, help="random-vit only")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
 
     args.workdir.mkdir(parents=True, exist_ok=True)
-    init = (
-        args.workdir.resolve() / "resources" / f"vit_{args.size}_random_seed{args.seed}.safetensors"
-    )
-    if not init.is_file():
-        write_shared_init(init, f"vit_{args.size}_patch16_224", args.seed)
-    config = workflow_config(args, init)
+    config, models = workflow_config(args)
     (args.workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     results = f"results/{args.name}"
-    targets = [
-        f"{results}/paw_vit_real/metrics.json",
-        f"{results}/vit_real/metrics.json",
-        f"{results}/figures/README.md",
-    ]
+    targets = [f"{results}/{model}/metrics.json" for model in models]
+    targets.append(f"{results}/figures/README.md")
     snakemake = [sys.executable, "-m", "snakemake", "-s", str(PROJECT / "Snakefile")]
     snakemake += ["-d", str(args.workdir), "--cores", str(args.cores)]
     # The rules call the `reid` and `pseudomasks` scripts installed beside this interpreter.
@@ -117,17 +183,8 @@ def main() -> int:
     subprocess.run(report, check=True, env=env)
     wall = time.perf_counter() - started
 
-    print(
-        f"\n{args.data}: {args.size} models at {args.img_size}px, {args.epochs} epochs, lr {args.lr}"
-    )
-    print(f"{'model':<14}" + "".join(f"{m:>9}" for m in METRICS) + f"{'train s':>10}")
-    for model in ("paw_vit_real", "vit_real"):
-        metrics = json.loads((args.workdir / results / model / "metrics.json").read_text())
-        seconds = json.loads((args.workdir / results / model / "model.json").read_text())[
-            "train_wall_time_s"
-        ]
-        row = "".join(f"{metrics[m]:9.3f}" for m in METRICS)
-        print(f"{model:<14}{row}{seconds:10.0f}")
+    print(f"\n{args.data}: family {args.family}, teacher {args.teacher}")
+    print("\n".join(summary(args.workdir, results, models)))
     print(f"workflow wall time {wall:.0f} s; figures: {args.workdir / results / 'figures'}")
     return 0
 
