@@ -23,7 +23,11 @@ from reid.models import ModelSpec, build_model
 
 PART_NAMES = ["head", "body", "tail"]
 IMG_SIZE = 32
-ARCHS = ["paw_vit_tiny_patch16_256", "seresnet18"]  # PAW-ViT and a CNN baseline (BN, SE blocks)
+ARCHS = [  # PAW-ViT, PAW-ViT on a convolutional stem (BN, depthwise), a CNN baseline (BN, SE)
+    "paw_vit_tiny_patch16_256",
+    "paw_vit_efflite0",
+    "seresnet18",
+]
 
 
 def _trained_model_dir(directory, arch: str) -> torch.nn.Module:

@@ -234,3 +234,17 @@ def test_stem_learns_at_its_own_rate(tmp_path):
     no_decay = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
     assert id(trainer.model_core.pos_embed) in no_decay
     assert id(trainer.model_core.reg_token) in no_decay
+
+
+def test_bf16_autocast_on_the_hybrid_keeps_the_descriptor():
+    """The precision path training and extraction use on GPUs, run through CPU autocast."""
+    torch.manual_seed(0)
+    paw = build_model(ModelSpec("paw_vit_efflite0", img_size=64), 4, 2).eval()
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        full = paw(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = paw(x)
+    assert not torch.equal(full, half.float())  # autocast did run parts in bf16
+    cosine = torch.nn.functional.cosine_similarity(full, half.float())
+    assert (cosine > 0.99).all(), cosine

@@ -248,7 +248,7 @@ def test_the_authors_teacher_takes_each_keypoint_from_one_model(snapshot, tmp_pa
     mask[40:200, 30:290] = True
     cv2.imwrite(str(tmp_path / "sil.png"), mask.astype(np.uint8) * 255)
     sample = Sample("a", image, {"silhouette": "sil.png"}, tmp_path)
-    # The annotated silhouette instead of GrabCut: a foreground that does not depend on the pose.
+    # The annotated silhouette instead of RMBG-2.0: a foreground that does not depend on the pose.
     teacher = CONFIG["teachers"]["superanimal_ap10k"] | {
         "segmentation": [{"member": "annotations"}]
     }
