@@ -6,10 +6,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CORES  ?= 2
+# `make gpu-check` looks PYTHON up on the PATH the user had, not the one with the venv first.
+USER_PATH := $(PATH)
 # Rules call the `reid` and `pseudomasks` console scripts of this venv.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test test-fast lint format venv clean
+.PHONY: demo test test-fast lint format venv clean gpu-check
 
 venv: $(STAMP)
 
@@ -46,6 +48,14 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 	$(BIN)/snakefmt Snakefile workflow/rules
+
+## Prove the GPU paths on a CUDA machine, offline, in minutes, with PYTHON (not the venv):
+## installs this checkout into it (pip --no-deps --no-index; WHEELS=dir adds those wheels),
+## runs the tests marked gpu and measures the figures; without a GPU each GPU part skips.
+## Here: make gpu-check PYTHON=.venv/bin/python
+GPU_CHECK_JSON ?= results/gpu_check.json
+gpu-check:
+	env PATH="$(USER_PATH)" $(PYTHON) tools/gpu_check.py --out $(GPU_CHECK_JSON) $(if $(WHEELS),--wheels $(WHEELS))
 
 clean:
 	rm -rf $(VENV)

@@ -136,6 +136,23 @@ def superanimal_options() -> dict:
     }
 
 
+def member_images_per_s(
+    kind: str,
+    name: str,
+    options: dict,
+    context: MemberContext,
+    samples: list[Sample],
+    keypoints: list,
+    repeats: int,
+) -> float:
+    """Build one teacher member and time its ``predict`` on ``samples`` (images/s)."""
+    cls = member_class(kind, name, "bench")
+    member = cls(cls.resolve_options(options, name), context)
+    if kind == "segmentation":
+        return time_member(lambda: member.predict(samples, keypoints), len(samples), repeats)
+    return time_member(lambda: member.predict(samples), len(samples), repeats)
+
+
 def time_member(run: Callable[[], object], n: int, repeats: int) -> float:
     """Best images/s over ``repeats`` runs after one warm-up run."""
     run()
@@ -182,14 +199,9 @@ def main() -> int:
         context = MemberContext(SPECIES, confidence=0.3, device=args.device, weights=weights)
         print(f"{'member':<18}{'architecture':<28}{'img/s':>8}")
         for kind, name, options, label in cases:
-            cls = member_class(kind, name, "bench")
-            member = cls(cls.resolve_options(options, name), context)
-            if kind == "segmentation":
-                run = lambda m=member: m.predict(samples, keypoints)  # noqa: E731
-            else:
-                run = lambda m=member: m.predict(samples)  # noqa: E731
             repeats = 1 if name == "sam" else args.repeats  # SAM: ~1 min per run here
-            print(f"{name:<18}{label:<28}{time_member(run, len(samples), repeats):8.2f}")
+            rate = member_images_per_s(kind, name, options, context, samples, keypoints, repeats)
+            print(f"{name:<18}{label:<28}{rate:8.2f}")
     return 0
 
 
