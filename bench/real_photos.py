@@ -79,7 +79,7 @@ def workflow_config(args: argparse.Namespace) -> tuple[dict, list[str]]:
     if args.family == "efflite0":
         models = []
         for seed in args.seeds:
-            for base in EFFLITE0_MODELS:
+            for base in args.models:
                 entry = json.loads(json.dumps(config["models"][base]))
                 entry["train"] = {**entry["train"], "seed": seed}
                 if args.epochs:
@@ -121,7 +121,9 @@ def summary(workdir: Path, results: str, models: list[str]) -> list[str]:
     for family, dirs in by_family.items():
         trained = [json.loads((d / "metrics.json").read_text()) for d in dirs]
         first = [_epoch0(d) for d in dirs]
-        seconds = statistics.mean(m["train_wall_time_s"] for m in trained)
+        seconds = statistics.mean(
+            json.loads((d / "model.json").read_text())["train_wall_time_s"] for d in dirs
+        )
         for label, runs in (("untrained", first), ("trained", trained)):
             if any(r is None for r in runs):
                 continue
@@ -159,6 +161,9 @@ def main() -> int:
         "--isnet", type=Path, help="ISNet .onnx file for --teacher salient_template"
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="efflite0: train seeds")
+    parser.add_argument(
+        "--models", nargs="+", default=list(EFFLITE0_MODELS), choices=EFFLITE0_MODELS
+    )
     parser.add_argument("--epochs", type=int, help="default: config.yaml's (efflite0), 40 (vit)")
     parser.add_argument("--size", default="tiny", choices=["tiny", "small", "base"])
     parser.add_argument("--img-size", type=int, default=128, help="random-vit only")
