@@ -18,10 +18,15 @@ HERE = Path(__file__).parent
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_train_and_agree_on_weights(tmp_path):
+@pytest.mark.parametrize("hybrid", [False, True], ids=["paw_vit", "paw_vit_efflite0_frozen_stem"])
+def test_two_gloo_processes_train_and_agree_on_weights(tmp_path, hybrid):
     tiny = make_tiny_dataset(tmp_path)
     settings = tmp_path / "settings.json"
-    settings.write_text(json.dumps(run_settings(epochs=2, eval_every=1)))
+    run = run_settings(epochs=2, eval_every=1)
+    if hybrid:  # a frozen stem must be frozen before DDP wraps the model, or DDP waits for it
+        run = run_settings(epochs=2, eval_every=1, optimizer={"frozen_stem_blocks": 3})
+        run["model"] = {"arch": "paw_vit_efflite0", "img_size": 32}
+    settings.write_text(json.dumps(run))
     out = tmp_path / "run"
     command = [
         sys.executable,

@@ -132,13 +132,15 @@ class Trainer:
         losses = settings.losses
         self.loss = PawLoss(losses)
         all_used = losses.id and losses.orientation and (losses.segmentation or not spec.part_aware)
+        # Frozen before DDP wraps the model: DDP reduces gradients of the parameters that
+        # require them when it is built.
+        self.frozen = freeze_stem(self.model_core, train.frozen_stem_blocks)
         self.model: nn.Module = self.model_core
         if self.ctx.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(
                 self.model_core, device_ids=ids, find_unused_parameters=not all_used
             )
-        self.frozen = freeze_stem(self.model_core, train.frozen_stem_blocks)
         self.optimizer = torch.optim.AdamW(self._param_groups(train), lr=train.lr)
         self.sampler = PKSampler(
             self.dataset.class_ids,
