@@ -14,6 +14,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/preflight.smk"
 include: "workflow/rules/catalogue.smk"
 include: "workflow/rules/teacher.smk"
 include: "workflow/rules/train.smk"

@@ -50,6 +50,20 @@ def resolve_weights(entry: str | Mapping[str, Any]) -> ResolvedWeights:
     """The verified local file of a weights entry (a mapping as in config.yaml, or a bare path)."""
     if isinstance(entry, str):
         entry = {"path": entry}
+    path, record = locate_weights(entry)
+    sha256 = file_sha256(path)
+    expected = str(entry.get("sha256") or "").lower()
+    if expected and sha256 != expected:
+        raise UserError(
+            f"weights file {path}: sha256 is {sha256}, expected {expected}; it is corrupt or "
+            "another version: replace it, or correct sha256 in config.yaml → weights"
+        )
+    return ResolvedWeights(path, {**record, "path": str(path), "sha256": sha256})
+
+
+def locate_weights(entry: Mapping[str, Any]) -> tuple[Path, dict[str, Any]]:
+    """The local file of a weights entry and its source record, not yet verified: cheap enough
+    for the workflow to check every entry a run needs before any job starts."""
     if entry.get("package"):
         path, record = _package_file(str(entry["package"]), entry.get("file"))
     elif entry.get("path"):
@@ -65,14 +79,7 @@ def resolve_weights(entry: str | Mapping[str, Any]) -> ResolvedWeights:
             f"weights entry {dict(entry)} names neither a 'path' nor a 'package': give one "
             "(config.yaml → weights)"
         )
-    sha256 = file_sha256(path)
-    expected = str(entry.get("sha256") or "").lower()
-    if expected and sha256 != expected:
-        raise UserError(
-            f"weights file {path}: sha256 is {sha256}, expected {expected}; it is corrupt or "
-            "another version: replace it, or correct sha256 in config.yaml → weights"
-        )
-    return ResolvedWeights(path, {**record, "path": str(path), "sha256": sha256})
+    return path, record
 
 
 def _package_file(package: str, file: str | None) -> tuple[Path, dict[str, Any]]:

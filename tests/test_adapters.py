@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from reid.catalogue import COLUMNS
-from reid.datasets import build_catalogue
+from reid.datasets import build_catalogue, expected_paths
 from reid.datasets.atrw import KEYPOINTS, orientation_from_keypoints
 from reid.datasets.folder import NYALA_PATTERN
 from reid.errors import UserError
@@ -567,3 +567,19 @@ def test_synthetic_options_are_the_spec_fields(tmp_path: Path) -> None:
     fields = [f.name for f in dataclasses.fields(synthetic.SyntheticSpec)]
     with pytest.raises(UserError, match=re.escape(f"valid options: {', '.join(fields)}")):
         build_catalogue("synthetic", tmp_path, {"bogus": 1})
+
+
+def test_expected_paths_are_the_files_load_reads(tmp_path):
+    """What the workflow checks before a run: the root and each file or folder option, resolved
+    as the adapter resolves it (yakreid's {test_split}, absolute paths kept)."""
+    paths = expected_paths("yakreid", tmp_path, {"test_split": "simple", "train_list": "/t.txt"})
+    assert [(p.option, p.path, p.folder) for p in paths] == [
+        (None, tmp_path, True),
+        ("train_list", Path("/t.txt"), False),
+        ("query_list", tmp_path / "simple/query_list.txt", False),
+        ("gallery_list", tmp_path / "simple/gallery_list.txt", False),
+    ]
+    atrw = {p.option: p for p in expected_paths("atrw", tmp_path)}
+    assert atrw["gt"].path == tmp_path / "gt_test_plain.json"
+    assert atrw["test_images"].folder
+    assert expected_paths("synthetic", tmp_path) == []

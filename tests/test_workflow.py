@@ -114,6 +114,43 @@ def test_a_config_typo_is_one_clear_line(tmp_path, edit, expected):
     assert "Traceback" not in result.stderr
 
 
+def test_every_missing_input_of_the_targets_is_named_before_any_job(tmp_path):
+    """A deleted ground-truth file, a missing teacher weights file, a missing pretrained file
+    and a wrong root: one message names all four with their config keys; nothing runs."""
+    atrw = make_atrw_tree(tmp_path)
+    (atrw / "gt_test_plain.json").unlink()
+    config = shipped_config()
+    config["datasets"]["atrw"].update(root=str(atrw), teacher="salient_template")
+    config["datasets"]["nyala"]["root"] = "resources/nyalla"
+    write_config(tmp_path, config)
+    targets = ("results/atrw/metrics.json", "results/nyala/catalogue.csv")
+    result = snakemake(tmp_path, "-n", *targets)
+    assert result.returncode != 0
+    message = result.stderr[result.stderr.index("config error:") :]
+    assert message.startswith("config error: 4 input(s) the requested targets need are missing")
+    for expected in (
+        "config.yaml → datasets → atrw → options → gt: ATRW test ground truth",
+        "config.yaml → weights → isnet_general → path: resources/weights/isnet_general_int8.onnx "
+        "(for teacher salient_template of dataset atrw) does not exist",
+        "config.yaml → weights → vit_base_patch16_224.orig_in21k_ft_in1k → path: ",
+        "download https://huggingface.co/timm/vit_base_patch16_224.orig_in21k_ft_in1k/",
+        "config.yaml → datasets → nyala → root: dataset root resources/nyalla is not a folder",
+    ):
+        assert expected in message, result.stderr
+    assert "Traceback" not in result.stderr and "Job stats" not in result.stdout
+    assert not (tmp_path / "results").exists()
+
+
+def test_only_the_targets_inputs_are_checked(tmp_path):
+    """The demo plans on a clone without any dataset or weights, and a model's pretrained file
+    is not needed for the catalogue of its dataset."""
+    config = shipped_config()
+    config["datasets"]["nyala"]["root"] = str(tmp_path)
+    write_config(tmp_path, config)
+    result = snakemake(tmp_path, "-n", "results/demo/metrics.json", "results/nyala/catalogue.csv")
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.slow
 def test_demo_dag_end_to_end_with_figures_and_report_then_nothing_to_do(tmp_path):
     small_config(tmp_path)

@@ -74,6 +74,54 @@ def build_catalogue(
     return sort_catalogue(table)
 
 
+@dataclasses.dataclass(frozen=True)
+class ExpectedPath:
+    """A file or folder a dataset's adapter reads, which must exist before it runs."""
+
+    option: str | None  # the adapter option naming it; None for the dataset root
+    path: Path
+    what: str
+    folder: bool
+
+
+def expected_paths(
+    adapter: str, root: Path | str, options: dict | None = None
+) -> list[ExpectedPath]:
+    """The dataset root and every file or folder the adapter's options name (declared by the
+    adapter module as FILE_OPTIONS / FOLDER_OPTIONS), resolved as `load` resolves them: what a
+    workflow can check before any job runs. Empty for `synthetic`, which writes its root."""
+    if adapter == "synthetic":
+        return []
+    root = Path(root)
+    module = importlib.import_module(ADAPTERS[adapter])
+    values = {
+        p.name: p.default
+        for p in list(inspect.signature(module.load).parameters.values())[1:]
+        if p.default is not inspect.Parameter.empty
+    }
+    values.update(options or {})
+    paths = [ExpectedPath(None, root, "dataset root", folder=True)]
+    for declared, folder in (
+        (getattr(module, "FILE_OPTIONS", {}), False),
+        (getattr(module, "FOLDER_OPTIONS", {}), True),
+    ):
+        for option, what in declared.items():
+            if option not in values:
+                continue  # a required option left out: build_catalogue names it
+            path = root / _formatted(str(values[option]), values)
+            if path != root:
+                paths.append(ExpectedPath(option, path, what, folder))
+    return paths
+
+
+def _formatted(value: str, values: dict) -> str:
+    """`value` with `{option}` fields filled from the options (yakreid's `{test_split}`)."""
+    try:
+        return value.format_map(values)
+    except (KeyError, IndexError, ValueError):
+        return value
+
+
 def option_path(root: Path, value: str, option: str, what: str) -> Path:
     """The file an adapter option names (relative to root, or absolute), which must exist."""
     path = root / value

@@ -46,6 +46,14 @@ KEYPOINTS: tuple[str, ...] = (
 HEAD = tuple(KEYPOINTS.index(k) for k in ("left_ear", "right_ear", "nose"))
 REAR = tuple(KEYPOINTS.index(k) for k in ("tail", "right_hip", "left_hip"))
 
+FILE_OPTIONS = {
+    "train_list": "ATRW training list",
+    "keypoints": "ATRW training keypoints",
+    "test_list": "ATRW test list",
+    "gt": "ATRW test ground truth",
+}
+FOLDER_OPTIONS = {"train_images": "ATRW training images", "test_images": "ATRW test images"}
+
 
 def load(
     root: Path,
@@ -60,13 +68,13 @@ def load(
     root = Path(root)
     train = _train_rows(
         root,
-        option_path(root, train_list, "train_list", "ATRW training list"),
-        option_path(root, keypoints, "keypoints", "ATRW training keypoints"),
+        option_path(root, train_list, "train_list", FILE_OPTIONS["train_list"]),
+        option_path(root, keypoints, "keypoints", FILE_OPTIONS["keypoints"]),
         train_images,
     )
     test = _test_rows(
-        option_path(root, test_list, "test_list", "ATRW test list"),
-        option_path(root, gt, "gt", "ATRW test ground truth"),
+        option_path(root, test_list, "test_list", FILE_OPTIONS["test_list"]),
+        option_path(root, gt, "gt", FILE_OPTIONS["gt"]),
         test_images,
     )
     return pd.DataFrame(train + test)

@@ -16,7 +16,9 @@ import pandas as pd
 from reid.catalogue import read_catalogue
 from reid.datasets import option_path
 
+FILE_OPTIONS = {"path": "catalogue CSV"}
+
 
 def load(root: Path, path: str) -> pd.DataFrame:
     """Catalogue rows read from the CSV at `path`."""
-    return read_catalogue(option_path(Path(root), path, "path", "catalogue CSV"))
+    return read_catalogue(option_path(Path(root), path, "path", FILE_OPTIONS["path"]))

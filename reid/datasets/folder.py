@@ -27,6 +27,7 @@ import pandas as pd
 from reid.datasets import IMAGE_EXTENSIONS
 from reid.errors import UserError
 
+FOLDER_OPTIONS = {"subdir": "folder of identity folders"}
 NYALA_PATTERN = r"^(?P<encounter>\d+)_(?P<orientation>left|right)photo\.[^.]+$"
 NAME_FIELDS = ("encounter", "orientation", "camera", "frame")
 _SHOWN_FILES = 3

@@ -27,6 +27,11 @@ from reid.datasets import option_path
 from reid.errors import UserError
 
 TEST_SPLITS = ("simple", "hard")
+FILE_OPTIONS = {
+    "train_list": "YakReID-103 train list",
+    "query_list": "YakReID-103 query list",
+    "gallery_list": "YakReID-103 gallery list",
+}
 
 
 def load(
@@ -49,7 +54,7 @@ def load(
     }
     rows = []
     for split, (option, value) in lists.items():
-        path = option_path(root, value, option, f"YakReID-103 {split} list")
+        path = option_path(root, value, option, FILE_OPTIONS[option])
         rows += [{**row, "split": split} for row in _list_rows(path, option)]
     return pd.DataFrame(rows)
 

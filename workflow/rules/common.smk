@@ -80,7 +80,9 @@ def dataset_root(dataset):
 
 
 def raw_dataset_input(wildcards):
-    """The dataset's files as an input (ancient: re-copying a dataset reruns nothing)."""
+    """The dataset's files as an input (ancient: re-copying a dataset reruns nothing).
+    Every target needs a catalogue, so every DAG calls this: it runs preflight_check."""
+    preflight_check()
     entry = config["datasets"][wildcards.dataset]
     if entry["adapter"] == "synthetic":
         return []
