@@ -43,6 +43,11 @@ def test_slurm_profile_names_the_executor_and_gpu_resources():
     assert len(set(slurm["groups"].values())) == 1
 
 
+def test_profiles_show_failed_logs():
+    for name in ("local-gpu", "slurm"):
+        assert profile(name)["show-failed-logs"] is True
+
+
 def test_local_gpu_profile_plans_the_demo(tmp_path):
     write_config(tmp_path, shipped_config())
     result = snakemake(

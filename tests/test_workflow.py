@@ -151,6 +151,17 @@ def test_only_the_targets_inputs_are_checked(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+def test_a_failed_job_shows_its_error_line(tmp_path):
+    """Without a profile, a failed job's log (the CLI's one-line error) is printed by Snakemake."""
+    config = shipped_config()
+    config["datasets"]["demo"]["options"]["colour"] = "red"
+    write_config(tmp_path, config)
+    result = snakemake(tmp_path, "--cores", "1", "results/demo/catalogue.csv")
+    assert result.returncode != 0
+    assert "Logfile results/demo/logs/catalogue.log:" in result.stderr
+    assert "reid: error: dataset adapter 'synthetic': unknown option(s) colour" in result.stderr
+
+
 @pytest.mark.slow
 def test_demo_dag_end_to_end_with_figures_and_report_then_nothing_to_do(tmp_path):
     small_config(tmp_path)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jsonschema
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import DefaultFormatter, logger
 from snakemake.utils import validate
 
 from pseudomasks.settings import teacher_id as compute_teacher_id
@@ -37,6 +38,19 @@ def _validated(data, schema, where, set_default=True):
         config_error(f"{path}: {cause.message}")
 
 
+def show_failed_logs():
+    """`--show-failed-logs` in every invocation, not only in the profiles: a failed job's log,
+    which ends in the one line saying what went wrong, is printed under its error. Snakemake has
+    no workflow setting for it, and finds a default profile only in profiles/default beside the
+    Snakefile, outside this project's top level; so it is switched on in the output settings and
+    the formatters Snakemake set up before parsing the Snakefile (snakemake 9)."""
+    workflow.logger_manager.settings.show_failed_logs = True
+    for handler in logger.handlers:
+        if isinstance(handler.formatter, DefaultFormatter):
+            handler.formatter.show_failed_logs = True
+
+
+show_failed_logs()
 _validated(config, "../schemas/config.schema.yaml", "config.yaml")
 for _kind in ("datasets", "models"):
     for _name, _entry in config[_kind].items():
