@@ -151,6 +151,21 @@ def test_only_the_targets_inputs_are_checked(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+def test_jobs_find_the_commands_without_an_activated_venv(tmp_path):
+    """`snakemake` called by its path from a shell whose PATH lacks the venv runs `reid`."""
+    small_config(tmp_path)
+    env = dict(os.environ, PATH=os.pathsep.join(["/usr/bin", "/bin"]))
+    command = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(tmp_path)]
+    run = subprocess.run(
+        [*command, "--cores", "1", "results/demo/catalogue.csv"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert succeeded(run, tmp_path)
+
+
 def test_a_failed_job_shows_its_error_line(tmp_path):
     """Without a profile, a failed job's log (the CLI's one-line error) is printed by Snakemake."""
     config = shipped_config()

@@ -3,7 +3,10 @@
 
 import copy
 import json
+import os
+import shutil
 import sys
+import sysconfig
 from pathlib import Path
 
 import jsonschema
@@ -50,7 +53,21 @@ def show_failed_logs():
             handler.formatter.show_failed_logs = True
 
 
+def put_project_commands_on_path():
+    """Jobs call `reid` and `pseudomasks` (and torchrun): take them from the environment
+    of the Python running Snakemake, which imports the project here, so a shell without the
+    venv activated runs the same install (under --sdm conda, the job's env is first)."""
+    scripts = sysconfig.get_path("scripts")
+    os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
+    if not workflow.deployment_settings.deployment_method and not shutil.which("reid"):
+        sys.exit(
+            f"error: the command 'reid' is neither on PATH nor in {scripts}: activate the "
+            "environment the project is installed in (source .venv/bin/activate)"
+        )
+
+
 show_failed_logs()
+put_project_commands_on_path()
 _validated(config, "../schemas/config.schema.yaml", "config.yaml")
 for _kind in ("datasets", "models"):
     for _name, _entry in config[_kind].items():
