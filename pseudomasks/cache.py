@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import platform
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -115,7 +116,10 @@ def read_shard(path: Path) -> dict[str, np.ndarray]:
             )
     except FileNotFoundError as exc:
         raise UserError(f"shard {path}: missing; run 'pseudomasks run' for it") from exc
-    except (OSError, ValueError, KeyError) as exc:
+    except (ValueError, EOFError, zipfile.BadZipFile) as exc:
+        # not numpy's text: for a file that is no .npz it advises unpickling "if you trust it"
+        raise UserError(f"shard {path}: not an .npz of plain arrays; delete it and rerun") from exc
+    except (OSError, KeyError) as exc:
         raise UserError(f"shard {path}: unreadable ({exc}); delete it and rerun") from exc
     return arrays
 

@@ -27,6 +27,7 @@ from reid.catalogue import read_catalogue
 from reid.data.images import read_rgb
 from reid.engine.extract import MODEL_WEIGHTS, extract_descriptors
 from reid.errors import UserError
+from reid.npz import read_npz
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ def gallery_descriptors(
     keys = _stat_keys(gallery)
     cached: dict[str, np.ndarray] = {}
     if cache.is_file():
-        with np.load(cache, allow_pickle=False) as data:
+        with read_npz(cache, "a gallery cache", "delete it; it is rebuilt") as data:
             if str(data["fingerprint"]) == fingerprint and bool(data["flip_test"]) == flip_test:
                 cached = dict(zip(data["keys"].tolist(), data["features"], strict=True))
     missing = [i for i, key in enumerate(keys.tolist()) if key not in cached]

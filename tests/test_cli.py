@@ -87,11 +87,29 @@ def test_features_not_matching_the_catalogue(tiny, tmp_path, capsys):
     assert "not/in/catalogue" in error_line(capsys)
 
 
-def test_corrupt_features_file(tiny, tmp_path, capsys):
+def write_object_array(path: Path) -> None:
+    np.savez(path, image_id=np.array(["a", 1], dtype=object), features=np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda path: path.write_bytes(b"not an npz"),
+        lambda path: path.write_bytes(b""),
+        write_object_array,
+        lambda path: np.savez(path, image_id=np.array(["a"])),
+    ],
+    ids=["not-npz", "empty", "pickled", "no-features"],
+)
+def test_corrupt_features_file(tiny, tmp_path, capsys, write):
+    """Our own line naming the file and the fix; never numpy's advice to unpickle the file."""
     features = tmp_path / "features.npz"
-    features.write_bytes(b"not an npz")
+    write(features)
     assert evaluate(features, tiny.catalogue, tmp_path / "m.json") == 2
-    assert str(features) in error_line(capsys)
+    line = error_line(capsys)
+    assert line.startswith(f"reid: error: {features} is not a features file of `reid extract`")
+    assert line.endswith("rerun `reid extract`")
+    assert "trust" not in line and "pickle" not in line
 
 
 def test_train_without_part_maps(tiny, tmp_path, capsys):

@@ -13,6 +13,7 @@ import pytest
 
 from pseudomasks.cache import load_part_maps, read_shard, shard_is_complete
 from pseudomasks.cli import main
+from pseudomasks.errors import UserError
 from pseudomasks.settings import teacher_id
 
 H, W = 48, 64
@@ -273,3 +274,12 @@ def test_no_temporary_files_are_left(dataset):
     assert run(dataset, 0, num_shards=1) == 0
     leftovers = [p for p in dataset["out"].rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == [] and os.listdir(dataset["out"])
+
+
+@pytest.mark.parametrize("content", [b"not an npz", b""], ids=["not-npz", "empty"])
+def test_a_shard_that_is_not_ours_is_one_line_without_numpys_advice(tmp_path, content):
+    path = tmp_path / "shard-0000-of-0001.npz"
+    path.write_bytes(content)
+    with pytest.raises(UserError) as caught:
+        read_shard(path)
+    assert str(caught.value) == f"shard {path}: not an .npz of plain arrays; delete it and rerun"

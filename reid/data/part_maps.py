@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from reid.errors import UserError
+from reid.npz import read_npz
 
 _logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def load_part_maps(masks_dir: Path) -> PartMaps:
         raise UserError(f"no shard-*.npz files in {masks_dir}: run the teacher first")
     ids, labels, orientation = [], [], []
     for shard in shards:
-        with np.load(shard, allow_pickle=False) as data:
+        with read_npz(shard, "a part-map shard", "delete it and rerun the teacher") as data:
             ids.extend(str(i) for i in data["image_id"])
             labels.append(data["labels"])
             orientation.extend(str(o) for o in data["orientation"])

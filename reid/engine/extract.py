@@ -18,6 +18,7 @@ from reid.engine.checkpoint import load_tensors, save_tensors
 from reid.engine.precision import autocast, resolve_precision
 from reid.errors import UserError
 from reid.models import ModelSpec, build_model
+from reid.npz import read_npz
 
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_CONFIG = "model.json"
@@ -72,14 +73,9 @@ def load_features(path: Path) -> tuple[list[str], np.ndarray]:
     """Read features.npz with clear errors for a missing or malformed file."""
     if not path.is_file():
         raise UserError(f"features file {path} does not exist: run `reid extract` first")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            ids = [str(i) for i in data["image_id"]]
-            features = data["features"].astype(np.float32, copy=False)
-    except (KeyError, ValueError, OSError) as error:
-        raise UserError(
-            f"{path} is not a features file with image_id and features ({error})"
-        ) from None
+    with read_npz(path, "a features file of `reid extract`", "rerun `reid extract`") as data:
+        ids = [str(i) for i in data["image_id"]]
+        features = data["features"].astype(np.float32, copy=False)
     if features.ndim != 2 or features.shape[0] != len(ids):
         raise UserError(f"{path}: features have shape {features.shape} for {len(ids)} image ids")
     return ids, features
