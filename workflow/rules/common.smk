@@ -58,7 +58,7 @@ def put_project_commands_on_path():
     of the Python running Snakemake, which imports the project here, so a shell without the
     venv activated runs the same install (under --sdm conda, the job's env is first)."""
     scripts = sysconfig.get_path("scripts")
-    os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
+    os.environ.update(PATH=os.pathsep.join([scripts, os.environ.get("PATH", "")]))
     if not workflow.deployment_settings.deployment_method and not shutil.which("reid"):
         sys.exit(
             f"error: the command 'reid' is neither on PATH nor in {scripts}: activate the "

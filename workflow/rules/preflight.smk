@@ -46,8 +46,8 @@ def requested_targets():
     """The files Snakemake was asked for: target files, the inputs of target rules (`all`, the
     default), the outputs of target jobs (`--target-jobs`, how cluster jobs run)."""
     targets = [str(path) for path in workflow.dag.targetfiles]
-    for rule in workflow.dag.targetrules:
-        targets += [str(path) for path in rule.input]
+    for target in workflow.dag.targetrules:
+        targets += [str(path) for path in target.input]
     for rulename, wildcards in workflow.dag_settings.target_jobs:
         targets += [
             apply_wildcards(str(path), wildcards)
