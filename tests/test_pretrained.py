@@ -7,6 +7,7 @@ are read here as the real thing they are. The models stay small (32–64 px inpu
 
 from __future__ import annotations
 
+import fractions
 import hashlib
 import json
 from importlib import metadata
@@ -102,6 +103,14 @@ def test_unreadable_weights_file_is_one_line(tmp_path):
     path.write_text("not a checkpoint")
     with pytest.raises(UserError, match="cannot read weights file"):
         build_model(ModelSpec("cnn_efflite0", pretrained=str(path)), 3, 1)
+
+
+def test_weights_file_with_python_objects_is_refused_without_unpickling_advice(tmp_path):
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"state_dict": {}, "lr": fractions.Fraction(1, 10)}, path)
+    with pytest.raises(UserError, match="holds Python objects besides tensors") as error:
+        build_model(ModelSpec("cnn_efflite0", pretrained=str(path)), 3, 1)
+    assert "weights_only" not in str(error.value) and "trust" not in str(error.value)
 
 
 # ---------------------------------------------------------------------------------- models

@@ -16,6 +16,7 @@ of the paper's SE-ResNet50 row, a plain CNN under the same heads and losses).
 from __future__ import annotations
 
 import logging
+import pickle
 from typing import Any
 
 import timm
@@ -74,9 +75,16 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     """Tensors of a .safetensors or torch-pickled weights file (timm's reader, tensors only)."""
     try:
         return load_state_dict(path, weights_only=True)
-    except Exception as error:  # any unreadable file gets the same one-line message
+    except Exception as error:  # any unreadable file gets a one-line message of ours
+        if isinstance(error, pickle.UnpicklingError) or "weights_only" in str(error):
+            # torch's text here suggests weights_only=False "if you trust" the file: not ours
+            raise UserError(
+                f"cannot read weights file {path}: it holds Python objects besides tensors, "
+                "which this tool never unpickles; save the tensors alone "
+                "(torch.save(model.state_dict(), ...)) or use a .safetensors file"
+            ) from None
         raise UserError(
-            f"cannot read weights file {path} ({error}): is it a weights file?"
+            f"cannot read weights file {path} ({type(error).__name__}): is it a weights file?"
         ) from None
 
 
