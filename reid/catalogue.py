@@ -37,6 +37,9 @@ OPTIONAL: tuple[str, ...] = (
     "group",
     "keypoints",
     "silhouette",
+    # The animal's box, JSON [x, y, w, h] in image pixels (wildlife-datasets' convention). Recorded
+    # for what comes next; nothing crops by it yet.
+    "bbox",
 )
 COLUMNS: tuple[str, ...] = REQUIRED + OPTIONAL
 SPLITS: tuple[str, ...] = ("train", "query", "gallery", "test")
@@ -142,11 +145,11 @@ def validate_catalogue(
     """Check a catalogue against its dataset root; raise one UserError listing every problem.
 
     Problems (errors): empty required values, duplicate image_id, unknown split, query rows
-    without gallery rows (or the reverse), bad orientation, malformed keypoints, absolute or
-    missing image/silhouette paths, and unreadable images. `check_images` picks how images are
-    checked: "none" (existence only), "header" (PIL open + verify: cheap, catches non-images and
-    corrupt headers) or "decode" (decode every pixel: catches truncated files, slow on 100k
-    images). True means "header", False means "none".
+    without gallery rows (or the reverse), bad orientation, malformed keypoints or bbox,
+    absolute or missing image/silhouette paths, and unreadable images. `check_images` picks how
+    images are checked: "none" (existence only), "header" (PIL open + verify: cheap, catches
+    non-images and corrupt headers) or "decode" (decode every pixel: catches truncated files,
+    slow on 100k images). True means "header", False means "none".
 
     Returns warnings (also logged): identities with a single training image, which can never
     form a positive pair for the triplet loss.
@@ -211,6 +214,12 @@ def validate_catalogue(
         "write a JSON list of numbers [x, y, v, ...] (length a multiple of 3) or leave it empty",
         no_detail,
     )
+    report(
+        "malformed bbox",
+        [r for r, text in enumerate(table["bbox"]) if text and not _bbox_ok(text)],
+        "write a JSON list [x, y, w, h] in pixels with w and h above 0, or leave it empty",
+        show("bbox"),
+    )
     for column in ("path", "silhouette"):
         report(
             f"absolute {column}",
@@ -271,6 +280,20 @@ def _keypoints_ok(text: str) -> bool:
         isinstance(values, list)
         and len(values) % 3 == 0
         and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    )
+
+
+def _bbox_ok(text: str) -> bool:
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return (
+        isinstance(values, list)
+        and len(values) == 4
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        and values[2] > 0
+        and values[3] > 0
     )
 
 

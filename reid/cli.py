@@ -257,7 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("catalogue", help="read a dataset into catalogue.csv")
-    p.add_argument("--adapter", required=True, help="atrw, yakreid, folder, csv or synthetic")
+    p.add_argument(
+        "--adapter",
+        required=True,
+        help="atrw, yakreid, folder, csv, wildlife_datasets or synthetic",
+    )
     p.add_argument("--root", required=True, help="dataset root directory")
     p.add_argument("--options-json", default="{}", help="adapter options as a JSON object")
     p.add_argument("--check-images", default="header", choices=["none", "header", "decode"])

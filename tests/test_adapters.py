@@ -539,7 +539,9 @@ def test_csv_adapter_bad_split_points_at_the_users_row(tmp_path: Path) -> None:
 
 
 def test_unknown_adapter_lists_the_valid_ones(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="use one of atrw, yakreid, folder, csv, synthetic"):
+    with pytest.raises(
+        UserError, match="use one of atrw, yakreid, folder, csv, wildlife_datasets, synthetic"
+    ):
         build_catalogue("market1501", tmp_path, {})
 
 

@@ -82,6 +82,7 @@ def test_read_adds_missing_optional_columns_and_keeps_text(tmp_path: Path) -> No
         "group": "",
         "keypoints": "",
         "silhouette": "",
+        "bbox": "",
     }
 
 
@@ -131,12 +132,13 @@ def test_write_orders_columns_and_rows(tmp_path: Path) -> None:
     write_catalogue(rows, path)
     # Splits in protocol order (train, query, gallery, test), then identity, then image_id.
     assert path.read_text() == (
-        "image_id,path,identity,split,orientation,camera,frame,encounter,group,keypoints,silhouette\n"
-        "x1,x1.jpg,a,train,,,,,,,\n"
-        "x2,x2.jpg,b,train,,,,,,,\n"
-        "q1,q1.jpg,a,query,,c1,,,,,\n"
-        "g1,g1.jpg,a,gallery,,c2,,,,,\n"
-        "t1,t1.jpg,b,test,,,,,,,\n"
+        "image_id,path,identity,split,orientation,camera,frame,encounter,group,keypoints,"
+        "silhouette,bbox\n"
+        "x1,x1.jpg,a,train,,,,,,,,\n"
+        "x2,x2.jpg,b,train,,,,,,,,\n"
+        "q1,q1.jpg,a,query,,c1,,,,,,\n"
+        "g1,g1.jpg,a,gallery,,c2,,,,,,\n"
+        "t1,t1.jpg,b,test,,,,,,,,\n"
     )
 
 
@@ -218,6 +220,14 @@ def test_malformed_keypoints(tmp_path: Path, keypoints: str) -> None:
     message = problem_message(tmp_path, dataset(tmp_path, rows))
     assert "malformed keypoints in 1 row(s): row 6 (image_id=c/1)" in message
     assert "JSON list of numbers [x, y, v, ...]" in message
+
+
+@pytest.mark.parametrize("bbox", ["[1, 2, 3]", "1 2 3 4", "[1, 2, 0, 4]", '[1, 2, "w", 4]'])
+def test_malformed_bbox(tmp_path: Path, bbox: str) -> None:
+    rows = GOOD + [image_row("c/1", "c", bbox="[0, 1.5, 6, 7]"), image_row("c/2", "c", bbox=bbox)]
+    message = problem_message(tmp_path, dataset(tmp_path, rows))
+    assert f"malformed bbox in 1 row(s): row 7 (image_id=c/2, bbox={bbox!r})" in message
+    assert "JSON list [x, y, w, h] in pixels" in message
 
 
 def test_corrupt_image_found_by_header_check_only_when_asked(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ ADAPTERS: dict[str, str] = {
     "yakreid": "reid.datasets.yakreid",
     "folder": "reid.datasets.folder",
     "csv": "reid.datasets.csv_table",
+    "wildlife_datasets": "reid.datasets.wildlife",
 }
 ADAPTER_NAMES: tuple[str, ...] = (*ADAPTERS, "synthetic")
 

@@ -1,0 +1,326 @@
+"""Any dataset of the `wildlife-datasets` library, read by that library's own class.
+
+Researchers already keep their data with wildlife-datasets (one class per public dataset, a
+common metadata table, the field's standard splits), so this adapter takes the class's metadata
+as it is rather than re-parsing 40+ layouts: `root` is the folder the user downloaded the
+dataset into (`NyalaData.get_data(root)`), option `dataset` names the class.
+
+Its metadata becomes catalogue rows:
+    image_id     the library's image_id (unique per row, as the library checks)
+    path         the library's path, relative to root
+    identity     the library's identity; rows of its 'unknown' identity are left out by the split
+    orientation  'left'/'right' as they are; other viewpoints ('front', 'top', 'frontleft', ...)
+                 become '' (unknown: the teacher estimates the flank) unless option
+                 `orientation_map` maps them, e.g. {frontleft: left}
+    encounter    the library's `encounter`, else `video`, else the calendar day of `date`:
+                 photos of one animal in one encounter are junk for each other (all-vs-all)
+    bbox         the library's box [x, y, w, h] in image pixels, as JSON
+    silhouette   the library's `segmentation` where it is a mask file under root (e.g. SMALST);
+                 masks given as polygons or RLE are left out (logged), the teacher's
+                 segmentation members make that foreground instead
+
+Option `split` picks one of the library's split classes and passes it the other keys, e.g.
+    {kind: disjoint_set, ratio_class_test: 0.5, seed: 0}      new animals at test time
+    {kind: closed_set, ratio_train: 0.8, seed: 0}             every animal in train and test
+    {kind: open_set, ratio_train: 0.8, n_class_test: 10}      some animals only at test time
+    {kind: time_proportion, ratio: 0.5}                       each animal's earlier days train
+    {kind: time_cutoff, year: 2020}                           years before train, that year test
+Its training rows become split 'train', its test rows 'test' (evaluated all-vs-all); rows in
+neither (unknown identity, no date for a time-aware split, after the cutoff) are left out.
+
+The library is imported only when a catalogue is built, so the workflow's preflight (which reads
+this module's options) works without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import inspect
+import io
+import json
+import logging
+from pathlib import Path
+from types import ModuleType
+
+import pandas as pd
+
+from reid.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# `kind` -> class of wildlife_datasets.splits. The multi-split classes (TimeCutoffSplitAll,
+# RandomProportion) and FullSplit (no test set) give no single train/test split.
+SPLIT_KINDS: dict[str, str] = {
+    "closed_set": "ClosedSetSplit",
+    "open_set": "OpenSetSplit",
+    "disjoint_set": "DisjointSetSplit",
+    "time_proportion": "TimeProportionSplit",
+    "time_proportion_open_set": "TimeProportionOpenSetSplit",
+    "time_cutoff": "TimeCutoffSplit",
+}
+ENCOUNTER_COLUMNS = ("encounter", "video")
+_INSTALL = "install it with pip install 'paw-reid[wildlife]' (make installs it)"
+_SHOWN = 3
+
+
+def load(
+    root: Path,
+    dataset: str,
+    split: dict[str, object],
+    orientation_map: dict[str, str] | None = None,
+) -> pd.DataFrame:
+    """Catalogue rows of wildlife-datasets class `dataset` read from `root`, split by `split`."""
+    root = Path(root)
+    datasets, splits = _library()
+    cls = _dataset_class(datasets, dataset)
+    splitter = _splitter(splits, split)
+    df = _metadata(cls, dataset, root)
+    if not _has_identities(df, cls.unknown_name):
+        raise UserError(
+            f"wildlife_datasets {dataset} at {root}: the metadata has no identities (every row "
+            f"is empty or {cls.unknown_name!r}); re-identification needs them: use a dataset "
+            f"with identity labels or label this one"
+        )
+    where = _split_labels(splitter, df, split)
+    kept = where != ""
+    if (~kept).any():
+        log.info(
+            "wildlife_datasets %s: %d of %d rows are in neither train nor test of split %s "
+            "(unknown identity, no date or outside the split); they are left out",
+            dataset,
+            int((~kept).sum()),
+            len(df),
+            split["kind"],
+        )
+    df, where = df[kept], where[kept]
+    _warn_shared_images(df, dataset)
+    return pd.DataFrame(
+        {
+            "image_id": [_text(v) for v in df["image_id"]],
+            "path": [Path(str(p)).as_posix() for p in df["path"]],
+            "identity": [_text(v) for v in df["identity"]],
+            "split": list(where),
+            "orientation": _orientations(df, dict(orientation_map or {}), dataset),
+            "encounter": _encounters(df),
+            "bbox": _boxes(df),
+            "silhouette": _silhouettes(df, root, dataset),
+        }
+    )
+
+
+def _library() -> tuple[ModuleType, ModuleType]:
+    """The `wildlife_datasets.datasets` and `.splits` modules."""
+    try:
+        from wildlife_datasets import datasets, splits
+    except ImportError as err:
+        raise UserError(
+            f"adapter wildlife_datasets needs wildlife-datasets ({err}); {_INSTALL}"
+        ) from None
+    return datasets, splits
+
+
+def _dataset_class(datasets: ModuleType, name: str) -> type:
+    """The dataset class called `name`, or a UserError listing the close names."""
+    base = datasets.WildlifeDataset
+    names = sorted(
+        n
+        for n, v in vars(datasets).items()
+        if isinstance(v, type) and issubclass(v, base) and v not in (base, datasets.DatasetFactory)
+    )
+    if name in names:
+        return getattr(datasets, name)
+    close = difflib.get_close_matches(name, names, n=_SHOWN, cutoff=0.6)
+    close += [n for n in names if n.lower() == str(name).lower() and n not in close]
+    hint = f"did you mean {', '.join(close)}?" if close else f"e.g. {', '.join(names[:_SHOWN])}"
+    raise UserError(
+        f"wildlife_datasets has no dataset class {name!r} ({hint}); set option dataset to one "
+        f"of the {len(names)} classes of wildlife_datasets.datasets"
+    )
+
+
+def _splitter(splits: ModuleType, split: dict[str, object]) -> object:
+    """The library's splitter for option `split` ({kind: ..., its arguments})."""
+    if not isinstance(split, dict) or split.get("kind") not in SPLIT_KINDS:
+        kind = split.get("kind") if isinstance(split, dict) else split
+        raise UserError(
+            f"wildlife_datasets option split.kind={kind!r} is unknown; use one of "
+            f"{', '.join(SPLIT_KINDS)}, e.g. split: {{kind: disjoint_set, ratio_class_test: 0.5, "
+            f"seed: 0}}"
+        )
+    cls = getattr(splits, SPLIT_KINDS[split["kind"]])
+    arguments = {k: v for k, v in split.items() if k != "kind"}
+    allowed = sorted(
+        {
+            p.name
+            for klass in (cls, splits.BalancedSplit)
+            for p in list(inspect.signature(klass.__init__).parameters.values())[1:]
+            if p.kind is not inspect.Parameter.VAR_KEYWORD
+        }
+        - {"col_label", "disable_tqdm"}
+    )
+    unknown = sorted(set(arguments) - set(allowed))
+    if unknown:
+        raise UserError(
+            f"wildlife_datasets option split: {', '.join(unknown)} is not an argument of "
+            f"{cls.__name__} (kind {split['kind']}); allowed: {', '.join(allowed)}"
+        )
+    try:
+        return cls(**arguments)
+    except Exception as err:  # the library raises bare Exception for bad arguments
+        raise UserError(
+            f"wildlife_datasets option split {split!r}: {cls.__name__} refuses it ({_one_line(err)}); "
+            f"fix the split's arguments"
+        ) from None
+
+
+def _metadata(cls: type, name: str, root: Path) -> pd.DataFrame:
+    """The class's metadata table for `root`. File checks are left to the catalogue's
+    validation, which names every missing file the project's way."""
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            df = cls(str(root), check_files=False).df
+    except Exception as err:  # each class fails its own way on a folder that is not its dataset
+        said = [line.strip() for line in printed.getvalue().splitlines() if line.strip()]
+        detail = f"; it printed: {' / '.join(said[:_SHOWN])}" if said else ""
+        raise UserError(
+            f"wildlife_datasets {name} cannot read {root} ({type(err).__name__}: "
+            f"{_one_line(err)}{detail}); set root to the folder that {name}.get_data(root) "
+            f"downloaded the dataset into, in the layout it left there"
+        ) from None
+    if printed.getvalue().strip():
+        log.info("wildlife_datasets %s: %s", name, printed.getvalue().strip())
+    if df.empty:
+        raise UserError(
+            f"wildlife_datasets {name} found no images in {root}; set root to the folder that "
+            f"{name}.get_data(root) downloaded the dataset into"
+        )
+    return df
+
+
+def _has_identities(df: pd.DataFrame, unknown: str) -> bool:
+    identity = df["identity"]
+    return bool((identity.notna() & (identity.astype(str) != unknown)).any())
+
+
+def _split_labels(splitter: object, df: pd.DataFrame, split: dict[str, object]) -> pd.Series:
+    """'train', 'test' or '' for each row of `df`, from the splitter's first split."""
+    try:
+        idx_train, idx_test = splitter.split(df)[0]
+    except Exception as err:  # e.g. a time-aware split of metadata without dates
+        raise UserError(
+            f"wildlife_datasets split {split!r} fails on this dataset ({_one_line(err)}); "
+            f"pick another split kind"
+        ) from None
+    where = pd.Series("", index=df.index, dtype=object)
+    where.loc[list(idx_train)] = "train"
+    where.loc[list(idx_test)] = "test"
+    for part in ("train", "test"):
+        if not (where == part).any():
+            raise UserError(
+                f"wildlife_datasets split {split!r} puts no image in {part}; change its "
+                f"arguments (ratios, n_class_test, year) or pick another split kind"
+            )
+    return where
+
+
+def _warn_shared_images(df: pd.DataFrame, name: str) -> None:
+    shared = df["path"].duplicated(keep=False)
+    if shared.any():
+        log.warning(
+            "wildlife_datasets %s: %d rows share their image with another row (several animals "
+            "in one photo, told apart by bbox); the pipeline does not crop by bbox yet, so each "
+            "such row sees the whole photo",
+            name,
+            int(shared.sum()),
+        )
+
+
+def _orientations(df: pd.DataFrame, mapping: dict[str, str], name: str) -> list[str]:
+    if "orientation" not in df.columns:
+        return [""] * len(df)
+    bad = {k: v for k, v in mapping.items() if v not in ("left", "right", "")}
+    if bad:
+        raise UserError(
+            f"wildlife_datasets option orientation_map maps to {sorted(set(bad.values()))}; "
+            f"map each value to left, right or '' (unknown)"
+        )
+    mapping = {"left": "left", "right": "right", **mapping}
+    values = [_text(v) for v in df["orientation"]]
+    unmapped = pd.Series([v for v in values if v and v not in mapping]).value_counts()
+    if len(unmapped):
+        log.warning(
+            "wildlife_datasets %s: orientation %s left empty (the project knows left and right "
+            "only); map them with option orientation_map, e.g. {%s: left}",
+            name,
+            ", ".join(f"{v!r} ({n} rows)" for v, n in unmapped.items()),
+            unmapped.index[0],
+        )
+    return [mapping.get(v, "") for v in values]
+
+
+def _encounters(df: pd.DataFrame) -> list[str]:
+    for column in ENCOUNTER_COLUMNS:
+        if column in df.columns:
+            return [_text(v) for v in df[column]]
+    if "date" in df.columns:
+        days = pd.to_datetime(df["date"], errors="coerce", format="mixed")
+        return ["" if pd.isna(d) else d.strftime("%Y-%m-%d") for d in days]
+    return [""] * len(df)
+
+
+def _boxes(df: pd.DataFrame) -> list[str]:
+    if "bbox" not in df.columns:
+        return [""] * len(df)
+    return [_box(v) for v in df["bbox"]]
+
+
+def _box(value: object) -> str:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return ""
+    if value is None or not pd.api.types.is_list_like(value) or len(value) != 4:
+        return ""
+    numbers = [v.item() if hasattr(v, "item") else v for v in value]
+    if any(pd.isna(v) for v in numbers):
+        return ""
+    return json.dumps(numbers)
+
+
+def _silhouettes(df: pd.DataFrame, root: Path, name: str) -> list[str]:
+    if "segmentation" not in df.columns:
+        return [""] * len(df)
+    files = [Path(v).as_posix() if isinstance(v, str) and v else "" for v in df["segmentation"]]
+    inline = sum(
+        1 for v, f in zip(df["segmentation"], files, strict=True) if not f and not _missing(v)
+    )
+    if inline:
+        log.warning(
+            "wildlife_datasets %s: %d segmentations are polygons or RLE, not mask files under "
+            "%s; the catalogue keeps only mask files as silhouettes, so the teacher's "
+            "segmentation members make those foregrounds",
+            name,
+            inline,
+            root,
+        )
+    return files
+
+
+def _missing(value: object) -> bool:
+    return value is None or (not pd.api.types.is_list_like(value) and pd.isna(value))
+
+
+def _text(value: object) -> str:
+    """A metadata cell as text ('' when missing); whole floats lose their '.0'."""
+    if _missing(value):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
