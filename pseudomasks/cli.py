@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pseudomasks.errors import UserError
-from pseudomasks.settings import read_settings, teacher_id
+from pseudomasks.settings import config_weights, read_settings, teacher_id
 
 log = logging.getLogger("pseudomasks")
 
@@ -57,9 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--n", type=int, default=24, help="number of images (default 24)")
 
     fetch = sub.add_parser(
-        "fetch-weights", help="download the settings' missing weights files (needs internet)"
+        "fetch-weights",
+        help="download the missing weights files of the settings, or of entries of a config.yaml "
+        "(needs internet)",
     )
-    _add_settings(fetch)
+    source = fetch.add_mutually_exclusive_group(required=True)
+    source.add_argument("--settings", metavar="FILE", help="resolved settings as a JSON file")
+    source.add_argument("--settings-json", metavar="JSON", help="resolved settings as a string")
+    source.add_argument("--config", type=Path, help="a config.yaml: fetch the named entries")
+    fetch.add_argument("names", nargs="*", help="with --config: entries of its weights section")
     return parser
 
 
@@ -94,7 +100,10 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.command == "fetch-weights":
         from pseudomasks.weights import fetch_weights
 
-        weights = read_settings(args.settings, args.settings_json).weights
+        if args.config is not None:
+            weights = config_weights(args.config, args.names)
+        else:
+            weights = read_settings(args.settings, args.settings_json).weights
         failures = fetch_weights(weights)
         for failure in failures:
             log.error("error: %s", failure)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from pseudomasks.combine import COMBINE_RULES, POSE_COMBINE_RULES, contributed_keypoints
 from pseudomasks.errors import UserError
 from pseudomasks.fusion import FUSION_VERSION
@@ -226,6 +228,23 @@ def _member(kind: str, entry: Any, where: str) -> MemberSpec:
     return MemberSpec(kind, name, cls.resolve_options(options, f"{where} ({name})"))
 
 
+def config_weights(path: Path, names: Sequence[str]) -> dict[str, WeightsSpec]:
+    """Entries ``names`` of the ``weights`` section of a workflow config file (paths relative to
+    the directory it is run from, as Snakemake reads them)."""
+    try:
+        section = yaml.safe_load(path.read_text(encoding="utf-8")).get("weights") or {}
+    except (OSError, AttributeError, yaml.YAMLError) as exc:
+        raise UserError(f"{path}: not a readable config with a weights section ({exc})") from None
+    if not names:
+        raise UserError(f"name the entries of {path} → weights to fetch, e.g. isnet_general")
+    unknown = [name for name in names if name not in section]
+    if unknown:
+        raise UserError(
+            f"{path} → weights has no entry {unknown[0]!r} (entries: {', '.join(sorted(section))})"
+        )
+    return _weights({name: section[name] for name in names})
+
+
 def _weights(raw: Any) -> dict[str, WeightsSpec]:
     if not isinstance(raw, Mapping):
         raise UserError("settings: 'weights' must map names to {path, sha256, url}")
@@ -237,6 +256,9 @@ def _weights(raw: Any) -> dict[str, WeightsSpec]:
                 "config.yaml, so that the teacher id changes when the weights do"
             )
         out[name] = WeightsSpec(
-            path=str(entry.get("path", "")), sha256=entry["sha256"], url=str(entry.get("url", ""))
+            path=str(entry.get("path", "")),
+            sha256=entry["sha256"],
+            url=str(entry.get("url", "")),
+            imgly_resource=str(entry.get("imgly_resource", "")),
         )
     return out

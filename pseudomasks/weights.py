@@ -13,12 +13,15 @@ its path, size and modification time stay the same.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import tarfile
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from tqdm import tqdm
 
@@ -109,16 +112,12 @@ def _download(name: str, spec: WeightsSpec, path: Path) -> None:
         raise UserError(f"weights {name!r}: {path} is missing and has no url; put the file there")
     digest = hashlib.sha256()
     try:
-        with (
-            urllib.request.urlopen(spec.url, timeout=DOWNLOAD_TIMEOUT) as response,
-            atomic_open(path) as out,
-        ):
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=name, leave=False) as bar:
-                while chunk := response.read(CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    bar.update(len(chunk))
+        with atomic_open(path) as out:
+            if spec.imgly_resource:
+                _join_imgly_chunks(name, spec, out, digest)
+            else:
+                with urllib.request.urlopen(spec.url, timeout=DOWNLOAD_TIMEOUT) as response:
+                    _copy(response, out, digest, name, response.headers.get("Content-Length"))
             if spec.sha256 and digest.hexdigest() != spec.sha256.lower():
                 raise _ChecksumMismatch(digest.hexdigest())
     except _ChecksumMismatch as exc:
@@ -126,12 +125,56 @@ def _download(name: str, spec: WeightsSpec, path: Path) -> None:
             f"weights {name!r}: {spec.url} has sha256 {exc}, expected {spec.sha256}; nothing "
             "was written: check the url and sha256 in config.yaml → weights"
         ) from exc
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, OSError, ValueError, tarfile.TarError, KeyError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise UserError(
             f"weights {name!r}: cannot download {spec.url} to {path} ({reason}); run this "
             "where there is internet, or put the file there yourself"
         ) from exc
+
+
+def _copy(source: BinaryIO, out: BinaryIO, digest: Any, name: str, size: str | None) -> None:
+    with tqdm(
+        total=int(size or 0) or None, unit="B", unit_scale=True, desc=name, leave=False
+    ) as bar:
+        while chunk := source.read(CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+            bar.update(len(chunk))
+
+
+def _join_imgly_chunks(name: str, spec: WeightsSpec, out: BinaryIO, digest: Any) -> None:
+    """Write resource ``spec.imgly_resource`` of the npm tarball at ``spec.url``.
+
+    @imgly/background-removal-data ships each model as chunks named by their sha256 under
+    ``package/dist/``, listed with their byte offsets in ``package/dist/resources.json``; each
+    chunk's name is checked against its content before it is appended."""
+    with tempfile.TemporaryFile() as tarball:
+        with urllib.request.urlopen(spec.url, timeout=DOWNLOAD_TIMEOUT) as response:
+            _copy(response, tarball, hashlib.sha256(), name, response.headers.get("Content-Length"))
+        tarball.seek(0)
+        with tarfile.open(fileobj=tarball, mode="r:gz") as archive:
+            resources = json.load(archive.extractfile("package/dist/resources.json"))
+            if spec.imgly_resource not in resources:
+                raise ValueError(
+                    f"the package has no resource {spec.imgly_resource!r} "
+                    f"(it has {', '.join(sorted(resources))})"
+                )
+            written = 0
+            for chunk in sorted(resources[spec.imgly_resource]["chunks"], key=_chunk_start):
+                data = archive.extractfile(f"package/dist/{chunk['hash']}").read()
+                start, end = chunk["offsets"]
+                if start != written or end - start != len(data):
+                    raise ValueError(f"chunk {chunk['hash']} does not continue the file")
+                if hashlib.sha256(data).hexdigest() != chunk["hash"]:
+                    raise ValueError(f"chunk {chunk['hash']} is corrupt")
+                digest.update(data)
+                out.write(data)
+                written = end
+
+
+def _chunk_start(chunk: Mapping[str, Any]) -> int:
+    return int(chunk["offsets"][0])
 
 
 def check_weights_option(options: Mapping[str, Any], where: str) -> None:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 import threading
 from collections.abc import Iterator
 from functools import partial
@@ -575,3 +577,74 @@ def test_fetch_weights_rejects_a_wrong_checksum_atomically(http_dir, tmp_path, c
     err = capsys.readouterr().err
     assert f"has sha256 {hashlib.sha256(b'another version').hexdigest()}, expected" in err
     assert list(target.parent.iterdir()) == []
+
+
+def imgly_tarball(served: Path, payload: bytes, chunk_size: int, corrupt: bool = False) -> str:
+    """An npm tarball laid out as @imgly/background-removal-data: `payload` as resource
+    /models/small, in chunks named by their sha256 (listed out of order in resources.json)."""
+    files, chunks = {}, []
+    for start in range(0, len(payload), chunk_size):
+        data = payload[start : start + chunk_size]
+        digest = hashlib.sha256(data).hexdigest()
+        files[f"package/dist/{digest}"] = data[::-1] if corrupt and start == 0 else data
+        chunks.append({"hash": digest, "offsets": [start, start + len(data)]})
+    resources = {"/models/small": {"chunks": chunks[::-1], "size": len(payload)}}
+    files["package/dist/resources.json"] = json.dumps(resources).encode()
+    with tarfile.open(served / "data.tgz", "w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return "data.tgz"
+
+
+def test_fetch_weights_joins_the_chunks_of_an_imgly_npm_package(http_dir, tmp_path, capsys):
+    served, url = http_dir
+    payload = os.urandom(5000)
+    tarball = imgly_tarball(served, payload, chunk_size=2048)
+    target = tmp_path / "w" / "isnet.onnx"
+    entry = {"path": str(target), "sha256": hashlib.sha256(payload).hexdigest()}
+    entry |= {"url": f"{url}/{tarball}", "imgly_resource": "/models/small"}
+    assert main(["fetch-weights", "--settings-json", fetch_settings({"isnet": entry})]) == 0
+    assert target.read_bytes() == payload
+    assert [p.name for p in target.parent.iterdir()] == ["isnet.onnx"]
+
+    target.unlink()
+    entry["imgly_resource"] = "/models/large"
+    assert main(["fetch-weights", "--settings-json", fetch_settings({"isnet": entry})]) == 2
+    assert "no resource '/models/large' (it has /models/small)" in capsys.readouterr().err
+    assert list(target.parent.iterdir()) == []
+
+
+def test_fetch_weights_refuses_a_corrupt_imgly_chunk(http_dir, tmp_path, capsys):
+    served, url = http_dir
+    payload = os.urandom(5000)
+    tarball = imgly_tarball(served, payload, chunk_size=2048, corrupt=True)
+    target = tmp_path / "w" / "isnet.onnx"
+    entry = {"path": str(target), "sha256": hashlib.sha256(payload).hexdigest()}
+    entry |= {"url": f"{url}/{tarball}", "imgly_resource": "/models/small"}
+    assert main(["fetch-weights", "--settings-json", fetch_settings({"isnet": entry})]) == 2
+    assert "is corrupt" in capsys.readouterr().err
+    assert list(target.parent.iterdir()) == []
+
+
+def test_fetch_weights_from_config_entries(http_dir, tmp_path, capsys, monkeypatch):
+    served, url = http_dir
+    payload = os.urandom(3000)
+    (served / "model.pt").write_bytes(payload)
+    config = tmp_path / "config.yaml"
+    entries = {
+        "model": {
+            "path": "resources/weights/model.pt",  # relative to where the workflow runs
+            "url": f"{url}/model.pt",
+            "sha256": hashlib.sha256(payload).hexdigest(),
+        },
+        "other": {"path": "resources/weights/other.pt", "url": f"{UNREACHABLE}/o", "sha256": ""},
+    }
+    config.write_text(json.dumps({"datasets": {}, "weights": entries}))  # JSON is YAML
+    monkeypatch.chdir(tmp_path)
+    assert main(["fetch-weights", "--config", str(config), "model"]) == 0
+    assert (tmp_path / "resources" / "weights" / "model.pt").read_bytes() == payload
+    assert not (tmp_path / "resources" / "weights" / "other.pt").exists()  # not named
+    assert main(["fetch-weights", "--config", str(config), "modle"]) == 2
+    assert "has no entry 'modle' (entries: model, other)" in capsys.readouterr().err

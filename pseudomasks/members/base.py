@@ -62,6 +62,9 @@ class WeightsSpec:
     path: str
     sha256: str
     url: str
+    imgly_resource: str = ""
+    """Set when ``url`` is an npm tarball of @imgly/background-removal-data: the file is this
+    resource of it (e.g. ``/models/small``), stored as chunks that fetching joins."""
 
 
 @dataclass(frozen=True)

@@ -120,11 +120,12 @@ def missing_weights(name, weights, users):
     if "path" in weights:
         if Path(weights["path"]).is_file():
             return []
-        source = (
-            f"download {weights['url']} to it"
-            if "url" in weights
-            else "put the file there"
-        )
+        if "imgly_resource" in weights:
+            source = f"run `pseudomasks fetch-weights --config config.yaml {name}` (joins it from {weights['url']})"
+        elif "url" in weights:
+            source = f"download {weights['url']} to it"
+        else:
+            source = "put the file there"
         return [
             f"{key} → path: {weights['path']} (for {users}) does not exist; {source}"
         ]
