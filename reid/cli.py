@@ -1,4 +1,5 @@
-"""`reid` console script: catalogue, train, extract, evaluate, identify, export, figure.
+"""`reid` console script: catalogue, train, freeze, extract, evaluate, compare, identify, export,
+figure.
 
 Every error a user can cause prints one line (`reid: error: ...`, exit code 2) naming the thing and
 the fix; anything else is a bug and keeps its traceback.
@@ -49,8 +50,23 @@ def cmd_train(args: argparse.Namespace) -> None:
     trainer.fit(resume=args.resume)
 
 
+def cmd_freeze(args: argparse.Namespace) -> None:
+    from reid.config import model_spec
+    from reid.engine.freeze import freeze
+
+    spec = model_spec(_json_arg(args.model_json, "--model-json"))
+    config = freeze(spec, Path(args.out), flip_test=args.flip_test)
+    logging.info(
+        "wrote %s: %s, frozen, weights %s",
+        args.out,
+        spec.arch,
+        config["pretrained_weights"].get("package") or config["pretrained_weights"]["path"],
+    )
+
+
 def cmd_extract(args: argparse.Namespace) -> None:
     from reid.catalogue import read_catalogue
+    from reid.data.transforms import Normalisation
     from reid.engine.distributed import DistContext, resolve_device
     from reid.engine.extract import extract_descriptors, load_trained_model, save_features
 
@@ -72,6 +88,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
         flip_test=args.flip_test,
         workers=args.workers,
         precision=args.precision,
+        normalisation=Normalisation.of(config["model"]),
     )
     save_features(Path(args.out), list(rows["image_id"]), features)
     logging.info(
@@ -109,11 +126,27 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         Path(args.model_dir) if args.model_dir else None,
         protocol=args.protocol,
         evaluate_seconds=time.perf_counter() - started,
+        descriptor_dim=int(features.shape[1]),
     )
     atomic_write_text(Path(args.out), json.dumps(metrics, indent=2))
     if args.submission:
         atomic_write_text(Path(args.submission), json.dumps(atrw_submission(result)))
     logging.info("wrote %s", args.out)
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from reid.atomic import atomic_write_text
+    from reid.comparison import compare_models, read_metrics
+
+    models = []
+    for entry in args.metrics:
+        name, _, path = entry.rpartition("=")
+        models.append((name or Path(path).parent.name, read_metrics(Path(path))))
+    comparison = compare_models(models, args.title)
+    atomic_write_text(Path(args.out), comparison.markdown())
+    if args.html:
+        atomic_write_text(Path(args.html), comparison.html())
+    logging.info("wrote %s (%d models)", args.out, len(models))
 
 
 def cmd_identify(args: argparse.Namespace) -> None:
@@ -184,6 +217,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_figure_attention(args: argparse.Namespace) -> None:
+    from reid.data.transforms import Normalisation
     from reid.engine.distributed import DistContext, resolve_device
     from reid.engine.extract import load_trained_model
     from reid.figures.attention import attention_maps, draw_part_attention
@@ -196,7 +230,9 @@ def cmd_figure_attention(args: argparse.Namespace) -> None:
         raise UserError("give --images, or --catalogue and --root to pick images from")
     device = resolve_device(args.device, DistContext())
     model, config = load_trained_model(Path(args.model_dir), device)
-    views, maps = attention_maps(model, paths, config["model"]["img_size"], device)
+    views, maps = attention_maps(
+        model, paths, config["model"]["img_size"], device, Normalisation.of(config["model"])
+    )
     draw_part_attention(views, maps, config["part_names"], Path(args.out))
     logging.info("wrote %s (%d images)", args.out, len(paths))
 
@@ -282,6 +318,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser(
+        "freeze", help="model directory of a frozen pretrained backbone (no training, no data)"
+    )
+    p.add_argument(
+        "--model-json",
+        required=True,
+        help="the model's settings as a JSON object (a config.yaml entry with frozen: true, its "
+        "pretrained weights entry resolved)",
+    )
+    p.add_argument("--flip-test", action="store_true", help="the dataset extracts with --flip-test")
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.set_defaults(func=cmd_freeze)
+
     p = sub.add_parser("extract", help="descriptors of catalogue images with a trained model")
     p.add_argument(
         "--model-dir", required=True, help="directory with model.safetensors + model.json"
@@ -315,6 +364,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="metrics.json to write")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compare", help="one markdown table of several models' metrics")
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        required=True,
+        help="metrics.json per model, optionally NAME=PATH (default name: its directory's)",
+    )
+    p.add_argument("--title", default="the dataset", help="what the models were compared on")
+    p.add_argument("--out", required=True, help="comparison.md to write")
+    p.add_argument("--html", help="also write the table as an HTML page here")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("identify", help="rank the known identities of a gallery for new photos")
     p.add_argument("images", nargs="+", help="new photos to identify")

@@ -18,6 +18,18 @@ from reid.losses import LossConfig
 from reid.models import ModelSpec
 
 
+def model_spec(model: dict[str, Any]) -> ModelSpec:
+    """A model's settings (a config.yaml entry resolved by the Snakefile) as a ModelSpec; its
+    ``train`` overrides belong to the train settings and are dropped here."""
+    model = {key: value for key, value in model.items() if key != "train"}
+    unknown = set(model) - {f.name for f in dataclasses.fields(ModelSpec)}
+    if unknown:
+        raise UserError(
+            f"unknown model settings {sorted(unknown)}: see workflow/schemas/config.schema.yaml"
+        )
+    return ModelSpec(**model)
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """Optimisation settings (paper §4.2 values are the schema defaults)."""
@@ -97,15 +109,14 @@ class RunSettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSettings:
-        model = dict(data["model"])
-        model.pop("train", None)
-        unknown = set(model) - {f.name for f in dataclasses.fields(ModelSpec)}
-        if unknown:
+        model = model_spec(data["model"])
+        if model.frozen:
             raise UserError(
-                f"unknown model settings {sorted(unknown)}: see workflow/schemas/config.schema.yaml"
+                f"model {model.arch} is frozen: it is used as it is, not trained; "
+                "`reid freeze` writes its model directory"
             )
         return cls(
-            model=ModelSpec(**model),
+            model=model,
             train=TrainSettings.from_dict(data["train"]),
             protocol=data["protocol"],
             flip_test=bool(data.get("flip_test", False)),

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from reid.atomic import atomic_path
-from reid.data.transforms import MEAN, STD
+from reid.data.transforms import Normalisation
 from reid.engine.extract import load_trained_model
 from reid.errors import UserError
 
@@ -117,14 +117,16 @@ def _images(batch: int, img_size: int, seed: int) -> torch.Tensor:
 
 def _metadata(config: dict[str, Any]) -> dict[str, str]:
     """metadata_props: how to prepare inputs and read outputs, and which model this was."""
+    normalisation = Normalisation.of(config["model"])
     return {
         "arch": config["model"]["arch"],
         "img_size": str(config["model"]["img_size"]),
-        "mean": json.dumps([MEAN] * 3),
-        "std": json.dumps([STD] * 3),
+        "mean": json.dumps(list(normalisation.mean)),
+        "std": json.dumps(list(normalisation.std)),
         "num_parts": str(config["num_parts"]),
         "part_names": json.dumps(config["part_names"]),
-        "teacher_id": str(config["teacher_id"]),
+        "teacher_id": str(config["teacher_id"] or ""),  # none for a frozen model
+        "frozen": json.dumps(bool(config.get("frozen", False))),
         "input_name": INPUT_NAME,
         "output_name": OUTPUT_NAME,
         "usage": USAGE,

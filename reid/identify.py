@@ -25,6 +25,7 @@ import torch
 from reid.atomic import atomic_write_bytes
 from reid.catalogue import read_catalogue
 from reid.data.images import read_rgb
+from reid.data.transforms import PROJECT_NORMALISATION, Normalisation
 from reid.engine.extract import MODEL_WEIGHTS, extract_descriptors
 from reid.errors import UserError
 from reid.npz import read_npz
@@ -78,9 +79,11 @@ def catalogue_gallery(catalogue: Path, root: Path, splits: list[str] | None) -> 
     return Gallery(root, list(table["path"]), list(table["identity"]))
 
 
-def weights_fingerprint(model_dir: Path) -> str:
-    """SHA-256 of the model's weights: the cache key part that changes when the model does."""
-    digest = hashlib.sha256()
+def model_fingerprint(model_dir: Path, preparation: str) -> str:
+    """SHA-256 of the model's weights and of how images are prepared for it (``preparation``):
+    the cache key part that changes when the model does (a frozen model keeps its weights when
+    only its input normalisation changes)."""
+    digest = hashlib.sha256(preparation.encode())
     with open(model_dir / MODEL_WEIGHTS, "rb") as handle:
         for block in iter(lambda: handle.read(2**22), b""):
             digest.update(block)
@@ -111,6 +114,7 @@ def gallery_descriptors(
     flip_test: bool,
     device: torch.device,
     workers: int = 0,
+    normalisation: Normalisation = PROJECT_NORMALISATION,
 ) -> np.ndarray:
     """Descriptors of every gallery image, extracting only those the cache does not hold."""
     keys = _stat_keys(gallery)
@@ -135,6 +139,7 @@ def gallery_descriptors(
             device,
             flip_test=flip_test,
             workers=workers,
+            normalisation=normalisation,
         )
         cached.update(zip(keys[missing].tolist(), fresh, strict=True))
     features = np.stack([cached[key] for key in keys.tolist()]).astype(np.float32)
@@ -214,18 +219,22 @@ def identify(
     check_readable(images)
     model, config = load_trained_model(model_dir, device)
     img_size = config["model"]["img_size"]
+    normalisation = Normalisation.of(config["model"])
     flip_test = bool(config.get("settings", {}).get("flip_test", False))
     known = gallery_descriptors(
         model,
         gallery,
         cache,
-        weights_fingerprint(model_dir),
+        model_fingerprint(model_dir, f"{img_size} {normalisation}"),
         img_size,
         flip_test,
         device,
         workers,
+        normalisation,
     )
-    queries = extract_descriptors(model, images, img_size, device, flip_test=flip_test)
+    queries = extract_descriptors(
+        model, images, img_size, device, flip_test=flip_test, normalisation=normalisation
+    )
     return rank_identities(queries, known, gallery, k)
 
 

@@ -24,13 +24,20 @@ def package_versions() -> dict[str, str]:
     }
 
 
-def provenance(model_dir: Path | None, protocol: str, evaluate_seconds: float) -> dict[str, Any]:
+def provenance(
+    model_dir: Path | None,
+    protocol: str,
+    evaluate_seconds: float,
+    descriptor_dim: int | None = None,
+) -> dict[str, Any]:
     """Model, K, teacher id, epochs, seed, versions, device, precision and wall time of one
-    evaluation."""
+    evaluation. A frozen model (reid.engine.freeze) says so and has no K, teacher, seed or
+    training time."""
     record: dict[str, Any] = {
         "protocol": protocol,
         "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "evaluate_wall_time_s": round(evaluate_seconds, 2),
+        "descriptor_dim": descriptor_dim,
         "versions": package_versions(),
         "machine": platform.machine(),
     }
@@ -39,6 +46,7 @@ def provenance(model_dir: Path | None, protocol: str, evaluate_seconds: float) -
         record.update(
             model=model_dir.name,
             arch=config["model"]["arch"],
+            frozen=bool(config.get("frozen", False)),  # pretrained weights used untrained
             K=config["num_parts"],
             part_names=config["part_names"],
             teacher_id=config["teacher_id"],

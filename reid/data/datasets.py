@@ -18,7 +18,13 @@ from torch.utils.data import Dataset, Sampler
 
 from reid.data.images import read_rgb
 from reid.data.part_maps import PartMaps
-from reid.data.transforms import augment_pair, resize_image, to_tensor
+from reid.data.transforms import (
+    PROJECT_NORMALISATION,
+    Normalisation,
+    augment_pair,
+    resize_image,
+    to_tensor,
+)
 from reid.losses import ORIENTATION_CODES
 
 
@@ -51,8 +57,10 @@ class TrainDataset(Dataset):
         mask_size: int,
         rotation: float,
         flip_as_new_identity: bool,
+        normalisation: Normalisation = PROJECT_NORMALISATION,
     ) -> None:
         self.root = root
+        self.normalisation = normalisation
         self.maps = part_maps
         self.img_size = img_size
         self.mask_size = mask_size
@@ -108,7 +116,7 @@ class TrainDataset(Dataset):
         present = np.unique(labels)
         visible[present[(present >= 1) & (present <= num_parts)] - 1] = True
         return {
-            "image": to_tensor(image),
+            "image": to_tensor(image, self.normalisation),
             "target_map": torch.from_numpy(labels.astype(np.int64)),
             "visibility": torch.from_numpy(visible),
             "label": torch.tensor(sample.class_id),
@@ -147,12 +155,16 @@ class SeededBatches(Sampler[list[tuple[int, int]]]):
 class ImageDataset(Dataset):
     """Catalogue images resized for the model, for descriptor extraction."""
 
-    def __init__(self, paths: list[Path], img_size: int) -> None:
+    def __init__(
+        self, paths: list[Path], img_size: int, normalisation: Normalisation = PROJECT_NORMALISATION
+    ) -> None:
         self.paths = paths
         self.img_size = img_size
+        self.normalisation = normalisation
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return to_tensor(resize_image(read_rgb(self.paths[index]), self.img_size))
+        image = resize_image(read_rgb(self.paths[index]), self.img_size)
+        return to_tensor(image, self.normalisation)

@@ -7,12 +7,40 @@ rotating first and costs less.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
 import cv2
 import numpy as np
 import torch
 
 MEAN = 0.5  # the paper normalises with mean = std = 0.5 (timm's "inception" constants)
 STD = 0.5
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Per-channel (RGB) mean and std applied to images scaled to [0, 1]. The project's models
+    use the paper's 0.5; a frozen pretrained descriptor needs the constants it was trained with
+    (ImageNet's for DINOv2, OpenAI's for CLIP), set as ``mean``/``std`` of its model entry."""
+
+    mean: tuple[float, ...] = (MEAN, MEAN, MEAN)
+    std: tuple[float, ...] = (STD, STD, STD)
+
+    @classmethod
+    def of(cls, model: Mapping[str, Any]) -> Normalisation:
+        """The normalisation of a model's settings (config.yaml entry or model.json ``model``);
+        unset means the project's 0.5."""
+        mean, std = model.get("mean"), model.get("std")
+        return cls(
+            tuple(float(v) for v in mean) if mean else cls.mean,
+            tuple(float(v) for v in std) if std else cls.std,
+        )
+
+
+PROJECT_NORMALISATION = Normalisation()
+"""The paper's mean = std = 0.5: every model's unless its settings say otherwise."""
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
@@ -39,10 +67,14 @@ def rotate(array: np.ndarray, degrees: float, nearest: bool) -> np.ndarray:
     )
 
 
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """H×W×3 uint8 RGB → 3×H×W float32 normalised with mean = std = 0.5."""
+def to_tensor(
+    image: np.ndarray, normalisation: Normalisation = PROJECT_NORMALISATION
+) -> torch.Tensor:
+    """H×W×3 uint8 RGB → 3×H×W float32, (x / 255 - mean) / std per channel."""
     tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
-    return tensor.sub_(MEAN).div_(STD)
+    mean = torch.tensor(normalisation.mean).view(3, 1, 1)
+    std = torch.tensor(normalisation.std).view(3, 1, 1)
+    return tensor.sub_(mean).div_(std)
 
 
 def augment_pair(

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from reid.atomic import atomic_write_bytes, atomic_write_text
 from reid.data.datasets import ImageDataset
+from reid.data.transforms import PROJECT_NORMALISATION, Normalisation
 from reid.engine.checkpoint import load_tensors, save_tensors
 from reid.engine.precision import autocast, resolve_precision
 from reid.errors import UserError
@@ -34,15 +35,17 @@ def extract_descriptors(
     flip_test: bool = False,
     workers: int = 0,
     precision: str = "auto",
+    normalisation: Normalisation = PROJECT_NORMALISATION,
 ) -> np.ndarray:
     """N×D float32 descriptors; with `flip_test`, N×2D: [image, its mirror] concatenated.
 
-    ``precision``: auto, bf16 or fp32 (see reid.engine.precision).
+    ``precision``: auto, bf16 or fp32 (see reid.engine.precision); ``normalisation``: the
+    model's (model.json ``model``: ``Normalisation.of(config["model"])``).
     """
     precision = resolve_precision(precision, device)
     model.eval()
     loader = DataLoader(
-        ImageDataset(paths, img_size),
+        ImageDataset(paths, img_size, normalisation),
         batch_size=batch_size,
         num_workers=workers,
         pin_memory=device.type == "cuda",

@@ -124,6 +124,7 @@ class Trainer:
             mask_size=spec.resolved_mask_size,
             rotation=train.rotation,
             flip_as_new_identity=train.flip_as_new_identity,
+            normalisation=spec.normalisation,
         )
         torch.manual_seed(train.seed)  # identical initial weights on every rank
         self.model_core = build_model(spec, self.dataset.num_classes, self.maps.num_parts).to(
@@ -344,6 +345,7 @@ class Trainer:
             flip_test=self.settings.flip_test,
             workers=self.workers,
             precision=self.precision,
+            normalisation=self.settings.model.normalisation,
         )
         result = evaluate_features(
             features, list(rows["image_id"]), self.catalogue, protocol, with_rankings=False

@@ -18,7 +18,7 @@ import torch
 from matplotlib import colormaps
 
 from reid.data.images import read_rgb
-from reid.data.transforms import resize_image, to_tensor
+from reid.data.transforms import PROJECT_NORMALISATION, Normalisation, resize_image, to_tensor
 from reid.errors import UserError
 from reid.figures.thumbnails import label_strip, save_png
 from reid.models import PawViT
@@ -36,7 +36,11 @@ def part_palette(num_parts: int) -> np.ndarray:
 
 
 def attention_maps(
-    model: torch.nn.Module, paths: Sequence[Path], img_size: int, device: torch.device
+    model: torch.nn.Module,
+    paths: Sequence[Path],
+    img_size: int,
+    device: torch.device,
+    normalisation: Normalisation = PROJECT_NORMALISATION,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The model's view of each image (N×S×S×3 uint8) and its ATM maps (N×(K+1)×M×M in [0, 1])."""
     if not isinstance(model, PawViT):
@@ -47,7 +51,7 @@ def attention_maps(
     if not paths:
         raise UserError("no images given for the part-attention figure")
     views = np.stack([resize_image(read_rgb(Path(p)), img_size) for p in paths])
-    batch = torch.stack([to_tensor(view) for view in views]).to(device)
+    batch = torch.stack([to_tensor(view, normalisation) for view in views]).to(device)
     maps = model.part_attention(batch).float().cpu().numpy()
     return views, maps
 

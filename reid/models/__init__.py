@@ -6,7 +6,7 @@ and export alike, so a checkpoint always meets the architecture it was trained w
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,10 +15,12 @@ from timm.layers import HybridEmbed
 from timm.models.efficientnet import EfficientNet
 from torch import nn
 
+from reid.data.transforms import Normalisation
 from reid.errors import UserError
 from reid.models import efficientnet_lite, hybrid, paw_vit  # noqa: F401  (register in timm)
 from reid.models.baselines import ReidBaseline
 from reid.models.efficientnet_lite import EfficientNetLiteStem
+from reid.models.frozen import build_frozen, takes_img_size
 from reid.models.heads import ReidOutput
 from reid.models.paw_vit import PawViT
 from reid.weights import resolve_weights
@@ -46,10 +48,19 @@ class ModelSpec:
     mask_size: int | None = None
     orientation_bnneck: str = "shared"
     drop_path_rate: float = 0.0
+    frozen: bool = False
+    """Used as it is: the pretrained backbone's pooled feature is the descriptor, no training."""
+    mean: Sequence[float] | None = None
+    """Input normalisation (RGB, images in [0, 1]); None = the project's 0.5."""
+    std: Sequence[float] | None = None
 
     @property
     def part_aware(self) -> bool:
         return self.arch.startswith("paw_vit")
+
+    @property
+    def normalisation(self) -> Normalisation:
+        return Normalisation.of({"mean": self.mean, "std": self.std})
 
     @property
     def resolved_mask_size(self) -> int:
@@ -58,12 +69,15 @@ class ModelSpec:
 
 
 def build_model(spec: ModelSpec, num_classes: int, num_parts: int) -> nn.Module:
-    """Create the model of `spec` with `num_classes` training identities and `num_parts` parts."""
+    """Create the model of `spec` with `num_classes` training identities and `num_parts` parts
+    (a frozen model has neither: it is the bare backbone, see reid.models.frozen)."""
     if not timm.is_model(spec.arch):
         raise UserError(
             f"unknown model arch '{spec.arch}': use a paw_vit_* model or a timm backbone "
             "(e.g. vit_tiny_patch16_224, seresnet50)"
         )
+    if spec.frozen:
+        return build_frozen(spec.arch, spec.img_size, spec.pretrained)
     pretrained = spec.pretrained is not None
     kwargs: dict = dict(pretrained=pretrained, drop_path_rate=spec.drop_path_rate)
     if pretrained:
@@ -78,7 +92,7 @@ def build_model(spec: ModelSpec, num_classes: int, num_parts: int) -> nn.Module:
             orientation_bnneck=spec.orientation_bnneck,
             **kwargs,
         )
-    if spec.arch.startswith(("vit_", "deit_")):  # includes the hybrid twins (vit_efflite*)
+    if takes_img_size(spec.arch):  # includes the hybrid twins (vit_efflite*)
         kwargs["img_size"] = spec.img_size
     backbone = timm.create_model(spec.arch, num_classes=0, **kwargs)
     return ReidBaseline(backbone, num_classes, spec.orientation_bnneck)

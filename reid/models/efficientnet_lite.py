@@ -28,7 +28,7 @@ from reid.errors import UserError
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["EfficientNetLiteStem", "load_efficientnet_lite_weights", "timm_layout"]
+__all__ = ["CNN_VARIANTS", "EfficientNetLiteStem", "load_efficientnet_lite_weights", "timm_layout"]
 
 STEM_BLOCKS = 5
 """``blocks[:5]`` of every EfficientNet-Lite end at stride 16 (the sixth stage halves again)."""
@@ -140,13 +140,17 @@ def _create_cnn(variant: str, pretrained: bool, **kwargs: Any) -> nn.Module:
     return model
 
 
+CNN_VARIANTS = {"cnn_efflite0": "efficientnet_lite0", "cnn_efflite2": "efficientnet_lite2"}
+"""The whole-network models registered here and the timm EfficientNet-Lite each one is."""
+
+
 @register_model
 def cnn_efflite0(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """EfficientNet-Lite0's pooled 1280-d feature: the convolutional baseline on CPU."""
-    return _create_cnn("efficientnet_lite0", pretrained, **kwargs)
+    return _create_cnn(CNN_VARIANTS["cnn_efflite0"], pretrained, **kwargs)
 
 
 @register_model
 def cnn_efflite2(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """EfficientNet-Lite2's pooled 1280-d feature."""
-    return _create_cnn("efficientnet_lite2", pretrained, **kwargs)
+    return _create_cnn(CNN_VARIANTS["cnn_efflite2"], pretrained, **kwargs)

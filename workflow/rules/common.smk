@@ -4,6 +4,7 @@
 import copy
 import json
 import os
+import re
 import shutil
 import sys
 import sysconfig
@@ -15,6 +16,7 @@ from snakemake.logging import DefaultFormatter, logger
 from snakemake.utils import validate
 
 from pseudomasks.settings import teacher_id as compute_teacher_id
+from reid.models.frozen import TRAINED_ONLY as FROZEN_EXCLUDED_ARCHS
 
 
 def config_error(message):
@@ -89,14 +91,42 @@ for _name, _dataset in config["datasets"].items():
                 f"config.yaml → datasets → {_name} → {_key}: '{_dataset[_key]}' is not defined under {_section} "
                 f"(defined: {', '.join(sorted(config[_section]))})"
             )
+    for _model in _dataset.get("compare", []):
+        if _model not in config["models"]:
+            config_error(
+                f"config.yaml → datasets → {_name} → compare: '{_model}' is not defined under models "
+                f"(defined: {', '.join(sorted(config['models']))})"
+            )
 for _name, _model in config["models"].items():
     if "pretrained" in _model and _model["pretrained"] not in config["weights"]:
         config_error(
             f"config.yaml → models → {_name} → pretrained: '{_model['pretrained']}' is not defined under weights"
         )
+    if _model.get("frozen") and "pretrained" not in _model:
+        config_error(
+            f"config.yaml → models → {_name}: a frozen model needs 'pretrained', the entry of "
+            "weights it uses as it is; add one (e.g. pretrained: efficientnet_lite0.in1k) or remove frozen"
+        )
+    if _model.get("frozen") and "train" in _model:
+        config_error(
+            f"config.yaml → models → {_name} → train: a frozen model is not trained; remove train or frozen"
+        )
+    if _model.get("frozen") and _model["arch"].startswith(FROZEN_EXCLUDED_ARCHS):
+        config_error(
+            f"config.yaml → models → {_name} → arch: {_model['arch']} cannot be frozen (only training "
+            "gives its part tokens or transformer weights); freeze a plain backbone or remove frozen"
+        )
 
 DATASETS = sorted(config["datasets"])
 MODELS = sorted(config["models"])
+FROZEN = sorted(name for name, model in config["models"].items() if model.get("frozen"))
+"""Models used as their pretrained weights are: made by rule `freeze`, not `train`."""
+TRAINED = sorted(set(MODELS) - set(FROZEN))
+
+
+def one_of(names):
+    """Wildcard constraint matching exactly these names (nothing when there are none)."""
+    return "|".join(re.escape(name) for name in names) or "(?!)"
 
 
 def dataset_root(dataset):
@@ -163,12 +193,19 @@ def _merged(base, override):
     return merged
 
 
+def model_settings(model):
+    """A model's entry as the `reid` commands take it: its `pretrained` weights entry itself (a
+    path, or a package's file), its train overrides left to run_settings."""
+    spec = {k: v for k, v in config["models"][model].items() if k != "train"}
+    if "pretrained" in spec:
+        spec["pretrained"] = config["weights"][spec["pretrained"]]
+    return spec
+
+
 def run_settings(dataset, model):
     """Resolved `reid train` settings: train defaults ← dataset overrides ← model overrides."""
     entry = config["datasets"][dataset]
-    spec = {k: v for k, v in config["models"][model].items() if k != "train"}
-    if "pretrained" in spec:  # the weights entry itself: a path, or a package's file
-        spec["pretrained"] = config["weights"][spec["pretrained"]]
+    spec = model_settings(model)
     train = _merged(
         _merged(config["train"], entry.get("train")),
         config["models"][model].get("train"),
@@ -197,15 +234,24 @@ def part_aware(model):
     return config["models"][model]["arch"].startswith("paw_vit")
 
 
+def compared_models(dataset):
+    """The models of results/{dataset}/comparison.md: default, baseline, then `compare`."""
+    entry = config["datasets"][dataset]
+    names = [entry["model"], entry.get("baseline"), *entry.get("compare", [])]
+    return list(dict.fromkeys(name for name in names if name))
+
+
 def dataset_figures(wildcards):
-    """Every figure of a dataset: teacher maps, and per trained model its curves, retrieval and
-    (part-aware models) attention; the comparison when the dataset names a baseline."""
+    """Every figure of a dataset: teacher maps, and per model its retrieval, (trained models)
+    curves and (part-aware models) attention; the comparison when the dataset names a baseline.
+    """
     dataset = wildcards.dataset
     entry = config["datasets"][dataset]
     models = [entry["model"]] + ([entry["baseline"]] if "baseline" in entry else [])
     figures = [f"results/{dataset}/figures/part_maps.png"]
     for model in models:
-        kinds = ["curves", "retrieval"] + (["attention"] if part_aware(model) else [])
+        kinds = ["retrieval"] if model in FROZEN else ["curves", "retrieval"]
+        kinds += ["attention"] if part_aware(model) else []
         figures += [f"results/{dataset}/{model}/figures/{kind}.png" for kind in kinds]
     if "baseline" in entry:
         figures.append(f"results/{dataset}/figures/retrieval_comparison.png")

@@ -1,6 +1,6 @@
 # Before any job runs: every file and folder the requested targets need that no rule makes
-# (dataset roots and the files their adapters read, weights of the models to train and of the
-# teacher members to run). All missing ones are listed in one message, each with its config key
+# (dataset roots and the files their adapters read, weights of the models to train or freeze and
+# of the teacher members to run). All missing ones are listed in one message, each with its config key
 # and how to get it, instead of one per failed job, hours into a run.
 #
 # Snakemake parses the Snakefile before it hands over the targets, so the check runs while it
@@ -58,7 +58,9 @@ def requested_targets():
 
 def add_target_needs(target, needs):
     """Record in `needs` (dataset → marks) what producing `target` takes: the catalogue only
-    the dataset; anything later its part maps; a model's files that model."""
+    the dataset; a model's files that model, and its part maps unless it is frozen (no
+    training, so no teacher); the comparison table its models; anything else the part maps.
+    """
     parts = Path(target).parts
     if len(parts) < 3 or parts[0] != "results" or parts[1] not in config["datasets"]:
         return
@@ -67,13 +69,22 @@ def add_target_needs(target, needs):
     marks = needs.setdefault(dataset, set())
     if rest == ("catalogue.csv",):
         return
-    marks.add(TEACHER)
     if rest[0] in config["models"]:
-        marks.add(rest[0])
+        models = {rest[0]}
     elif rest == ("metrics.json",):
-        marks.add(entry["model"])
-    elif rest[0] == "figures" and rest[-1] != "part_maps.png":
-        marks.update(name for name in (entry["model"], entry.get("baseline")) if name)
+        models = {entry["model"]}
+    elif rest == ("comparison.md",):
+        models = set(compared_models(dataset))
+    else:
+        marks.add(TEACHER)
+        if rest[0] == "figures" and rest[-1] != "part_maps.png":
+            marks.update(
+                name for name in (entry["model"], entry.get("baseline")) if name
+            )
+        return
+    marks.update(models)
+    if models - set(FROZEN):
+        marks.add(TEACHER)
 
 
 def missing_data(dataset):

@@ -11,6 +11,8 @@ rule train:
         "results/{dataset}/logs/{model}/train.log",
     benchmark:
         "results/{dataset}/benchmarks/{model}/train.tsv"
+    wildcard_constraints:
+        model=one_of(TRAINED),
     conda:
         "../../envs/student.yaml"
     threads: 2
@@ -29,6 +31,33 @@ rule train:
         "{params.launch} train --settings-json {params.settings:q} --catalogue {input.catalogue:q} "
         "--root {params.root:q} --masks {params.masks:q} --out {params.out:q} "
         "--workers {params.workers} --resume --no-progress > {log:q} 2>&1"
+
+
+rule freeze:
+    """A frozen model's directory (its pretrained weights as they are): no data, no part maps."""
+    output:
+        weights="results/{dataset}/{model}/model.safetensors",
+        config="results/{dataset}/{model}/model.json",
+    log:
+        "results/{dataset}/logs/{model}/freeze.log",
+    benchmark:
+        "results/{dataset}/benchmarks/{model}/freeze.tsv"
+    wildcard_constraints:
+        model=one_of(FROZEN),
+    conda:
+        "../../envs/student.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    params:
+        model=lambda wc: json.dumps(model_settings(wc.model), sort_keys=True),
+        flip=lambda wc: (
+            "--flip-test" if config["datasets"][wc.dataset]["flip_test"] else ""
+        ),
+        out=lambda wc: f"results/{wc.dataset}/{wc.model}",
+    shell:
+        "reid freeze --model-json {params.model:q} {params.flip} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule extract:
@@ -104,3 +133,41 @@ rule default_metrics:
         runtime=1,
     shell:
         "cp {input:q} {output:q} 2> {log:q}"
+
+
+rule comparison:
+    """results/{dataset}/comparison.md: one table of the dataset's models (default, baseline and
+    `compare`: trained and frozen) with their metrics, training time and descriptor size; the
+    same as HTML for the report.
+    """
+    input:
+        lambda wc: [
+            f"results/{wc.dataset}/{model}/metrics.json"
+            for model in compared_models(wc.dataset)
+        ],
+    output:
+        table="results/{dataset}/comparison.md",
+        page=report(
+            "results/{dataset}/comparison.html",
+            caption="../report/comparison.rst",
+            category="{dataset}",
+            subcategory="comparison",
+        ),
+    log:
+        "results/{dataset}/logs/comparison.log",
+    benchmark:
+        "results/{dataset}/benchmarks/comparison.tsv"
+    conda:
+        "../../envs/student.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=1,
+    params:
+        metrics=lambda wc, input: " ".join(
+            f"{model}={path}"
+            for model, path in zip(compared_models(wc.dataset), input)
+        ),
+    shell:
+        "reid compare --metrics {params.metrics} --title {wildcards.dataset:q} "
+        "--out {output.table:q} --html {output.page:q} > {log:q} 2>&1"
