@@ -206,6 +206,17 @@ def test_a_frozen_target_plans_no_teacher_and_no_training(tmp_path):
     assert {"train", "teacher_shard", "freeze", "comparison"} <= set(planned_jobs(both))
 
 
+def test_a_frozen_baseline_is_drawn_beside_the_default_model_without_training_curves(tmp_path):
+    config = shipped_config()
+    config["datasets"]["demo"]["baseline"] = "efflite0_frozen"
+    write_config(tmp_path, config)
+    result = snakemake(tmp_path, "-n", "results/demo/figures/README.md")
+    assert result.returncode == 0, result.stderr
+    jobs = planned_jobs(result)
+    assert jobs["retrieval_comparison_figure"] == 1 and jobs["freeze"] == 1
+    assert jobs["curves_figure"] == 1 and jobs["train"] == 1  # the default model's only
+
+
 def test_a_missing_foundation_model_file_is_named_only_when_requested(tmp_path):
     config = shipped_config()
     config["datasets"]["nyala"]["root"] = str(tmp_path)
