@@ -84,7 +84,12 @@ def workflow_config(args: argparse.Namespace) -> tuple[dict, list[str]]:
                 entry["train"] = {**entry["train"], "seed": seed}
                 if args.epochs:
                     entry["train"]["epochs"] = args.epochs
-                models.append(name := f"{base}_s{seed}")
+                optimizer = dict(entry["train"]["optimizer"])
+                for key in ("lr", "frozen_stem_blocks", "stem_lr_scale"):
+                    if getattr(args, key) is not None:
+                        optimizer[key] = getattr(args, key)
+                entry["train"]["optimizer"] = optimizer
+                models.append(name := f"{base}{args.tag}_s{seed}")
                 config["models"][name] = entry
         config["datasets"] = {args.name: dataset_entry(args, models[0], models[1])}
         return config, models
@@ -92,13 +97,14 @@ def workflow_config(args: argparse.Namespace) -> tuple[dict, list[str]]:
     if not init.is_file():
         write_shared_init(init, f"vit_{args.size}_patch16_224", 0)
     epochs = args.epochs or 40
+    lr = args.lr or 5e-4
     config["datasets"] = {args.name: dataset_entry(args, "paw_vit_real", "vit_real")}
     config["datasets"][args.name]["train"] = {
         "epochs": epochs,
         "eval_every": args.eval_every,
         "batch": {"identities": 8, "images": 4},
-        "optimizer": {"lr": args.lr},
-        "schedule": {"warmup_epochs": 3, "final_lr": args.lr / 100},
+        "optimizer": {"lr": lr},
+        "schedule": {"warmup_epochs": 3, "final_lr": lr / 100},
     }
     config["weights"]["shared_random_init"] = {"path": str(init)}
     for name, arch in (("paw_vit_real", "paw_vit"), ("vit_real", "vit")):
@@ -168,7 +174,12 @@ def main() -> int:
     parser.add_argument("--size", default="tiny", choices=["tiny", "small", "base"])
     parser.add_argument("--img-size", type=int, default=128, help="random-vit only")
     parser.add_argument("--eval-every", type=int, default=10, help="random-vit only")
-    parser.add_argument("--lr", type=float, default=5e-4, help="random-vit only")
+    parser.add_argument("--lr", type=float, help="default: config.yaml's (efflite0), 5e-4 (vit)")
+    parser.add_argument(
+        "--frozen-stem-blocks", type=int, help="efflite0: override config.yaml's frozen stem"
+    )
+    parser.add_argument("--stem-lr-scale", type=float, help="efflite0: the stem's lr × this")
+    parser.add_argument("--tag", default="", help="efflite0: suffix of the model names")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
 
