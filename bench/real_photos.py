@@ -55,8 +55,8 @@ def write_shared_init(path: Path, arch: str, seed: int) -> None:
 EFFLITE0_MODELS = ("paw_vit_efflite0", "vit_efflite0", "cnn_efflite0")
 
 
-def dataset_entry(args: argparse.Namespace, model: str, baseline: str) -> dict:
-    return {
+def dataset_entry(args: argparse.Namespace, model: str, baseline: str | None) -> dict:
+    entry = {
         "adapter": "folder",
         "root": str(args.data.resolve()),
         "options": {
@@ -66,9 +66,9 @@ def dataset_entry(args: argparse.Namespace, model: str, baseline: str) -> dict:
         "species": args.species,
         "teacher": args.teacher,
         "model": model,
-        "baseline": baseline,
         "protocol": "all-vs-all",
     }
+    return entry | ({"baseline": baseline} if baseline else {})
 
 
 def workflow_config(args: argparse.Namespace) -> tuple[dict, list[str]]:
@@ -91,7 +91,7 @@ def workflow_config(args: argparse.Namespace) -> tuple[dict, list[str]]:
                 entry["train"]["optimizer"] = optimizer
                 models.append(name := f"{base}{args.tag}_s{seed}")
                 config["models"][name] = entry
-        config["datasets"] = {args.name: dataset_entry(args, models[0], models[1])}
+        config["datasets"] = {args.name: dataset_entry(args, models[0], (models[1:] or [None])[0])}
         return config, models
     init = args.workdir.resolve() / "resources" / f"vit_{args.size}_random_seed0.safetensors"
     if not init.is_file():
