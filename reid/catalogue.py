@@ -271,30 +271,27 @@ def _image_check_mode(check_images: ImageCheck | bool) -> ImageCheck:
     return check_images
 
 
-def _keypoints_ok(text: str) -> bool:
+def _numbers(text: str) -> list[float] | None:
+    """The JSON list of numbers in ``text``, or None when it is not one."""
     try:
         values = json.loads(text)
     except json.JSONDecodeError:
-        return False
-    return (
-        isinstance(values, list)
-        and len(values) % 3 == 0
-        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-    )
+        return None
+    if isinstance(values, list) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in values
+    ):
+        return values
+    return None
+
+
+def _keypoints_ok(text: str) -> bool:
+    values = _numbers(text)
+    return values is not None and len(values) % 3 == 0
 
 
 def _bbox_ok(text: str) -> bool:
-    try:
-        values = json.loads(text)
-    except json.JSONDecodeError:
-        return False
-    return (
-        isinstance(values, list)
-        and len(values) == 4
-        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-        and values[2] > 0
-        and values[3] > 0
-    )
+    values = _numbers(text)
+    return values is not None and len(values) == 4 and values[2] > 0 and values[3] > 0
 
 
 def _existing(root: Path, paths: Iterable[str]) -> list[bool]:
