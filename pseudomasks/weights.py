@@ -133,12 +133,14 @@ def _download(name: str, spec: WeightsSpec, path: Path) -> None:
         ) from exc
 
 
-def _copy(source: BinaryIO, out: BinaryIO, digest: Any, name: str, size: str | None) -> None:
+def _copy(source: BinaryIO, out: BinaryIO, digest: Any | None, name: str, size: str | None) -> None:
+    """Stream ``source`` to ``out`` with a progress bar, feeding ``digest`` when given."""
     with tqdm(
         total=int(size or 0) or None, unit="B", unit_scale=True, desc=name, leave=False
     ) as bar:
         while chunk := source.read(CHUNK):
-            digest.update(chunk)
+            if digest is not None:
+                digest.update(chunk)
             out.write(chunk)
             bar.update(len(chunk))
 
@@ -151,7 +153,7 @@ def _join_imgly_chunks(name: str, spec: WeightsSpec, out: BinaryIO, digest: Any)
     chunk's name is checked against its content before it is appended."""
     with tempfile.TemporaryFile() as tarball:
         with urllib.request.urlopen(spec.url, timeout=DOWNLOAD_TIMEOUT) as response:
-            _copy(response, tarball, hashlib.sha256(), name, response.headers.get("Content-Length"))
+            _copy(response, tarball, None, name, response.headers.get("Content-Length"))
         tarball.seek(0)
         with tarfile.open(fileobj=tarball, mode="r:gz") as archive:
             resources = json.load(archive.extractfile("package/dist/resources.json"))
