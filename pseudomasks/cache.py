@@ -9,7 +9,10 @@ A shard ``shard-{i:04d}-of-{n:04d}.npz`` (numpy, no pickles) holds, for the n ma
 ends exclusive, in image pixels that the pixel-reading members saw; NaN where no detector box
 was used, i.e. no ``teacher.detector`` or no animal found, so the image was processed whole),
 ``foreground_components`` (int: the sizeable foreground components a segmentation member
-counted, 2+ meaning several animals in the frame; -1 where no member counts them), and the
+counted, 2+ meaning several animals in the frame; -1 where no member counts them),
+``crop_box`` (n×4 float ``x0, y0, x1, y1`` in image pixels, ends exclusive: the box the map
+covers and the student crops the photo to, with ``teacher.crop_margin``; NaN: the whole image),
+``image_shape`` (n×2 int ``H, W`` of the image the boxes are in; 0 where not recorded), and the
 images that got no map: ``failed_image_id``, ``failed_reason`` (str). ``index.json`` maps
 image_id → shard file name and is written last, by ``pseudomasks index``, so its presence means
 the cache is complete.
@@ -21,6 +24,7 @@ import json
 import platform
 import zipfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +55,9 @@ DETECTOR_BOX = "detector_box"
 used for any of their images, so it reads as all-NaN instead of forcing a recompute."""
 FOREGROUND_COMPONENTS = "foreground_components"
 """Read apart too: shards written before it was recorded lack it; it reads as -1 (unknown)."""
+CROP_BOX = "crop_box"
+IMAGE_SHAPE = "image_shape"
+"""Read apart too: older shards' maps cover whole images (NaN boxes, shape 0 × 0)."""
 TEACHER_JSON = "teacher.json"
 INDEX_JSON = "index.json"
 QC_JSON = "qc.json"
@@ -89,6 +96,8 @@ def write_shard(
             -1, 4
         ),
         FOREGROUND_COMPONENTS: np.array([r.foreground_components for r in results], np.int64),
+        CROP_BOX: np.array([_box_row(r.crop_box) for r in results], np.float64).reshape(-1, 4),
+        IMAGE_SHAPE: np.array([r.image_shape for r in results], np.int64).reshape(-1, 2),
         "failed_image_id": _strings([f.image_id for f in failures]),
         "failed_reason": _strings([f.reason for f in failures]),
     }
@@ -113,6 +122,10 @@ def read_shard(path: Path) -> dict[str, np.ndarray]:
                 data[FOREGROUND_COMPONENTS]
                 if FOREGROUND_COMPONENTS in data.files
                 else np.full(n, -1, np.int64)
+            )
+            arrays[CROP_BOX] = data[CROP_BOX] if CROP_BOX in data.files else np.full((n, 4), np.nan)
+            arrays[IMAGE_SHAPE] = (
+                data[IMAGE_SHAPE] if IMAGE_SHAPE in data.files else np.zeros((n, 2), np.int64)
             )
     except FileNotFoundError as exc:
         raise UserError(f"shard {path}: missing; run 'pseudomasks run' for it") from exc
@@ -196,18 +209,31 @@ def read_index(teacher_dir: Path) -> dict[str, str]:
     )
 
 
-def load_part_maps(masks_dir: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
-    """image_id → (labels S×S uint8, visibility K bool, orientation) for a complete cache
-    (``masks_dir`` is the ``{teacher_id}`` directory; images that failed are absent)."""
+@dataclass(frozen=True)
+class CachedMap:
+    """One image's cached map: ``labels`` S×S uint8, ``visibility`` K bool, ``orientation``,
+    and the ``crop_box`` of the image it covers (None: the whole image)."""
+
+    labels: np.ndarray
+    visibility: np.ndarray
+    orientation: str
+    crop_box: CropBox | None
+
+
+def load_part_maps(masks_dir: str | Path) -> dict[str, CachedMap]:
+    """image_id → its :class:`CachedMap`, for a complete cache (``masks_dir`` is the
+    ``{teacher_id}`` directory; images that failed are absent)."""
     teacher_dir = Path(masks_dir)
     index = read_index(teacher_dir)
-    maps: dict[str, tuple[np.ndarray, np.ndarray, str]] = {}
+    maps: dict[str, CachedMap] = {}
     for name in sorted(set(index.values())):
         arrays = read_shard(teacher_dir / name)
         for i, image_id in enumerate(arrays["image_id"].tolist()):
-            maps[image_id] = (
-                arrays["labels"][i],
-                arrays["visibility"][i],
-                str(arrays["orientation"][i]),
+            box = arrays[CROP_BOX][i]
+            maps[image_id] = CachedMap(
+                labels=arrays["labels"][i],
+                visibility=arrays["visibility"][i],
+                orientation=str(arrays["orientation"][i]),
+                crop_box=CropBox(*(int(v) for v in box)) if np.isfinite(box).all() else None,
             )
     return maps

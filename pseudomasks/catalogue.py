@@ -1,8 +1,10 @@
 """Reading the catalogue and choosing each shard's rows.
 
-Only training rows get maps: the student distils them during training and never sees maps at
-test time. Shard ``i`` of ``N`` takes rows ``i::N`` of the training rows sorted by image_id, a
-rule that Snakemake jobs and the index can each apply without talking to each other.
+Only training rows get maps, as the student distils them during training and never sees maps at
+test time, unless the teacher crops (``teacher.crop_margin``): then every row gets one, because
+the student crops test images to the box recorded with the map too. Shard ``i`` of ``N`` takes
+rows ``i::N`` of those rows sorted by image_id, a rule that Snakemake jobs and the index can each
+apply without talking to each other.
 """
 
 from __future__ import annotations
@@ -33,12 +35,16 @@ def read_catalogue(path: Path) -> pd.DataFrame:
     return frame
 
 
-def shard_rows(frame: pd.DataFrame, shard: int, num_shards: int) -> list[dict[str, str]]:
-    """The training rows of shard ``shard`` (0-based) of ``num_shards``."""
+def shard_rows(
+    frame: pd.DataFrame, shard: int, num_shards: int, every_split: bool = False
+) -> list[dict[str, str]]:
+    """The training rows (all rows with ``every_split``) of shard ``shard`` (0-based) of
+    ``num_shards``."""
     if num_shards < 1 or not 0 <= shard < num_shards:
         raise UserError(
             f"--shard {shard} --num-shards {num_shards}: need num_shards >= 1 and "
             "0 <= shard < num_shards"
         )
-    train = frame[frame["split"] == "train"].sort_values("image_id", kind="stable")
-    return train.iloc[shard::num_shards].to_dict("records")
+    rows = frame if every_split else frame[frame["split"] == "train"]
+    rows = rows.sort_values("image_id", kind="stable")
+    return rows.iloc[shard::num_shards].to_dict("records")

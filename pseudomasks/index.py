@@ -3,8 +3,8 @@
 ``qc.json`` is what a person reads to judge the teacher before training on its maps: how often
 each part is seen, how often the foreground is empty, how confident the keypoints were, how
 often the detector found the animal (the others were processed uncropped), how often the
-foreground held several animals (so the segmentation member kept one), which images failed and
-why.
+foreground held several animals (so the segmentation member kept one), how much of the photo
+the animal's box keeps (``teacher.crop_margin``), which images failed and why.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ import numpy as np
 
 from pseudomasks.atomic import write_json
 from pseudomasks.cache import (
+    CROP_BOX,
     DETECTOR_BOX,
     FOREGROUND_COMPONENTS,
+    IMAGE_SHAPE,
     INDEX_JSON,
     QC_JSON,
     read_shard,
@@ -42,6 +44,7 @@ def build_index(teacher_dir: Path, num_shards: int) -> dict[str, Any]:
         )
     index: dict[str, str] = {}
     visibility, fg_fraction, kp_conf, boxes, components, sources = [], [], [], [], [], []
+    crops, shapes = [], []
     failed: list[dict[str, str]] = []
     for name in names:
         arrays = read_shard(teacher_dir / name)
@@ -62,6 +65,8 @@ def build_index(teacher_dir: Path, num_shards: int) -> dict[str, Any]:
         kp_conf.append(arrays["keypoint_confidence"])
         boxes.append(arrays[DETECTOR_BOX])
         components.append(arrays[FOREGROUND_COMPONENTS])
+        crops.append(arrays[CROP_BOX])
+        shapes.append(arrays[IMAGE_SHAPE])
         sources.extend(arrays["orientation_source"].tolist())
         failed.extend(
             {"image_id": i, "reason": r}
@@ -98,6 +103,11 @@ def build_index(teacher_dir: Path, num_shards: int) -> dict[str, Any]:
         }
         if len(counted)
         else None,
+        # with teacher.crop_margin: how many maps cover a box (the rest: no foreground to crop
+        # to, so the whole image) and how much of the photo the boxes keep; null without it
+        "crop": _crop_stats(np.concatenate(crops), np.concatenate(shapes))
+        if teacher["identity"].get("crop_margin") is not None
+        else None,
         "orientation_source": {
             "catalogue": sources.count("catalogue"),
             "estimated": sources.count("estimated"),
@@ -108,6 +118,20 @@ def build_index(teacher_dir: Path, num_shards: int) -> dict[str, Any]:
     write_json(teacher_dir / QC_JSON, qc)
     write_json(teacher_dir / INDEX_JSON, dict(sorted(index.items())))
     return qc
+
+
+def _crop_stats(boxes: np.ndarray, shapes: np.ndarray) -> dict[str, Any]:
+    """How many maps are cropped, and their boxes' area and width as fractions of the image."""
+    cropped = np.isfinite(boxes).all(axis=1)
+    box, shape = boxes[cropped], shapes[cropped].astype(np.float64)
+    area = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]) / (shape[:, 0] * shape[:, 1])
+    width = (box[:, 2] - box[:, 0]) / shape[:, 1]
+    return {
+        "maps": int(cropped.sum()),
+        "rate": _share(int(cropped.sum()), len(boxes)),
+        "mean_area_fraction": float(area.mean()) if len(area) else None,
+        "mean_width_fraction": float(width.mean()) if len(width) else None,
+    }
 
 
 def _share(count: int, total: int) -> float | None:

@@ -28,7 +28,8 @@ def run_shard(
 ) -> Path:
     """Write ``masks_dir/{teacher_id}/shard-I-of-N.npz`` unless it is already complete;
     returns its path."""
-    rows = shard_rows(read_catalogue(catalogue), shard, num_shards)
+    every_split = settings.crop_margin is not None
+    rows = shard_rows(read_catalogue(catalogue), shard, num_shards, every_split)
     tid = teacher_id(settings)
     teacher_dir = masks_dir / tid
     teacher_dir.mkdir(parents=True, exist_ok=True)

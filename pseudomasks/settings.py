@@ -39,8 +39,9 @@ TEACHER_KEYS = {
     "detector",
     "confidence",
     "pose_combine",
+    "crop_margin",
 }
-TEACHER_DEFAULTS: Mapping[str, Any] = {"pose_combine": "confidence"}
+TEACHER_DEFAULTS: Mapping[str, Any] = {"pose_combine": "confidence", "crop_margin": None}
 """Defaults of the teacher keys that came after the first cached maps: see
 :meth:`Settings.identity`."""
 
@@ -71,6 +72,10 @@ class Settings:
     confidence: float
     species: Species
     weights: Mapping[str, WeightsSpec]
+    crop_margin: float | None = None
+    """None: maps cover the whole image. A number: each image's map covers the animal's box (the
+    foreground's extent grown by this fraction of its width/height on each side), the student
+    crops to that box, and every catalogue row gets a map (test images need their box too)."""
 
     def identity(self) -> dict[str, Any]:
         """Everything that changes the maps, canonical: the teacher id is its hash.
@@ -93,7 +98,8 @@ class Settings:
             "species": self.species.to_json(),
             "weights": {name: w.sha256 for name, w in sorted(self.weights.items())},
         }
-        return identity | _without_defaults({"pose_combine": self.pose_combine}, TEACHER_DEFAULTS)
+        later = {"pose_combine": self.pose_combine, "crop_margin": self.crop_margin}
+        return identity | _without_defaults(later, TEACHER_DEFAULTS)
 
 
 def _without_defaults(entries: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -178,6 +184,16 @@ def parse_settings(doc: Mapping[str, Any]) -> Settings:
             "settings: teacher has no pose members and fallback is null, so no image could get "
             "a map; add a pose member or set teacher.fallback: silhouette_template"
         )
+    crop_margin = teacher.get("crop_margin")
+    if crop_margin is not None and (
+        not isinstance(crop_margin, (int, float))
+        or isinstance(crop_margin, bool)
+        or not 0 <= crop_margin <= 1
+    ):
+        raise UserError(
+            "settings: teacher.crop_margin must be null (whole images) or a fraction of the "
+            f"animal's box in [0, 1], e.g. 0.1; got {crop_margin!r}"
+        )
     name = teacher.get("name", "")
     return Settings(
         document=doc,
@@ -192,6 +208,7 @@ def parse_settings(doc: Mapping[str, Any]) -> Settings:
         confidence=float(confidence),
         species=species,
         weights=_weights(doc.get("weights") or {}),
+        crop_margin=None if crop_margin is None else float(crop_margin),
     )
 
 

@@ -67,15 +67,18 @@ def write_contact_sheet(
     for ax in axes.ravel():
         ax.set_axis_off()
     for ax, image_id in zip(axes.ravel(), picked, strict=False):
-        labels, _, orientation = maps[image_id]
+        cached = maps[image_id]
         if image_id not in paths:
             raise UserError(f"catalogue {catalogue}: no row for cached image_id {image_id!r}")
         try:
             image = read_rgb(root / paths[image_id])
         except UnreadableInput as exc:
             raise UserError(f"{exc}; is --root the dataset root?") from exc
-        ax.imshow(overlay(image, labels, palette))
-        ax.set_title(f"{image_id} {orientation}".strip(), fontsize=7)
+        box = cached.crop_box
+        if box is not None:  # the map covers the animal's box: draw it over that crop
+            image = image[box.y0 : box.y1, box.x0 : box.x1]
+        ax.imshow(overlay(image, cached.labels, palette))
+        ax.set_title(f"{image_id} {cached.orientation}".strip(), fontsize=7)
     handles = [
         Patch(color=palette[k + 1] / 255, label=f"{k + 1} {name}") for k, name in enumerate(parts)
     ]

@@ -9,6 +9,12 @@ members often still find the animal, and the shard records which images had a bo
 (``ImageResult.detector_box``) so ``qc.json`` shows how often that happened. Likewise for
 several animals in one frame: the count of sizeable foreground components that segmentation
 members report (``ImageResult.foreground_components``) reaches ``qc.json``.
+
+With ``teacher.crop_margin`` the map covers the animal instead of the whole image: the combined
+foreground's extent (inside the detector's box when there is one, since masks are pasted into
+a background canvas), grown by the margin, is the image's ``crop_box``; fusion or the template
+runs on the foreground cut to that box, with the keypoints shifted into it, so the map's 64×64
+cells all fall on and around the animal. The student crops the photo to the same box.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from pseudomasks.members.detection import (
     CropBox,
     DetectorMember,
     crop_sample,
+    foreground_box,
     keypoints_to_crop,
     keypoints_to_full,
     mask_to_full,
@@ -67,6 +74,10 @@ class ImageResult:
     foreground_fraction: float
     detector_box: CropBox | None
     foreground_components: int
+    crop_box: CropBox | None = None
+    """The box the map covers (``teacher.crop_margin``); None: the whole image."""
+    image_shape: tuple[int, int] = (0, 0)
+    """(H, W) of the image the boxes are in."""
 
 
 @dataclass(frozen=True)
@@ -177,6 +188,10 @@ class Teacher:
                 sample.image_id, "no segmentation member gave a foreground (empty silhouette?)"
             )
         given = catalogue_orientation(sample.row)
+        crop = None if s.crop_margin is None else foreground_box(foreground, s.crop_margin)
+        if crop is not None:
+            foreground = foreground[crop.y0 : crop.y1, crop.x0 : crop.x1]
+            keypoints = keypoints_to_crop(keypoints, crop)
         if keypoints is not None and used_keypoints(keypoints, s.species, s.confidence).any():
             part_map = fuse_part_map(keypoints, foreground, s.species, s.confidence, s.mask_size)
         elif s.fallback == "silhouette_template":
@@ -199,6 +214,8 @@ class Teacher:
             foreground_fraction=float((part_map.labels > 0).mean()),
             detector_box=box,
             foreground_components=components,
+            crop_box=crop,
+            image_shape=(int(sample.image.shape[0]), int(sample.image.shape[1])),
         )
 
 

@@ -55,7 +55,8 @@ def cmd_freeze(args: argparse.Namespace) -> None:
     from reid.engine.freeze import freeze
 
     spec = model_spec(_json_arg(args.model_json, "--model-json"))
-    config = freeze(spec, Path(args.out), flip_test=args.flip_test)
+    crops = Path(args.crops) if args.crops else None
+    config = freeze(spec, Path(args.out), flip_test=args.flip_test, crops=crops)
     logging.info(
         "wrote %s: %s, frozen, weights %s",
         args.out,
@@ -66,12 +67,20 @@ def cmd_freeze(args: argparse.Namespace) -> None:
 
 def cmd_extract(args: argparse.Namespace) -> None:
     from reid.catalogue import read_catalogue
+    from reid.data.crops import boxes_for
     from reid.data.transforms import Normalisation
     from reid.engine.distributed import DistContext, resolve_device
-    from reid.engine.extract import extract_descriptors, load_trained_model, save_features
+    from reid.engine.extract import (
+        extract_descriptors,
+        load_trained_model,
+        model_crop_boxes,
+        save_features,
+    )
 
     device = resolve_device(args.device, DistContext())
     model, config = load_trained_model(Path(args.model_dir), device)
+    crops = Path(args.crops) if args.crops else None
+    boxes = model_crop_boxes(config, crops, Path(args.model_dir))
     catalogue = read_catalogue(args.catalogue)
     rows = catalogue[catalogue["split"].isin(args.splits)]
     if rows.empty:
@@ -89,7 +98,18 @@ def cmd_extract(args: argparse.Namespace) -> None:
         workers=args.workers,
         precision=args.precision,
         normalisation=Normalisation.of(config["model"]),
+        boxes=None if boxes is None else boxes_for(list(rows["image_id"]), boxes),
     )
+    if boxes is not None:
+        whole = sum(i not in boxes for i in rows["image_id"])
+        if whole:
+            logging.warning(
+                "%d of %d photos have no animal box from %s (the teacher failed on them or found "
+                "no foreground): their whole frames were used",
+                whole,
+                len(rows),
+                args.crops,
+            )
     save_features(Path(args.out), list(rows["image_id"]), features)
     logging.info(
         "wrote %s: %d × %d in %.1f s", args.out, *features.shape, time.perf_counter() - started
@@ -217,28 +237,37 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_figure_attention(args: argparse.Namespace) -> None:
+    from reid.data.crops import boxes_for
     from reid.data.transforms import Normalisation
     from reid.engine.distributed import DistContext, resolve_device
-    from reid.engine.extract import load_trained_model
+    from reid.engine.extract import load_trained_model, model_crop_boxes
     from reid.figures.attention import attention_maps, draw_part_attention
+    from reid.identify import teacher_boxes
 
     if args.images:
-        paths = [Path(p) for p in args.images]
+        ids, paths = None, [Path(p) for p in args.images]
     elif args.catalogue and args.root:
-        paths = [Path(args.root) / p for p in _spread_rows(args.catalogue, args.splits, args.n)]
+        ids, rel = _spread_rows(args.catalogue, args.splits, args.n)
+        paths = [Path(args.root) / p for p in rel]
     else:
         raise UserError("give --images, or --catalogue and --root to pick images from")
     device = resolve_device(args.device, DistContext())
     model, config = load_trained_model(Path(args.model_dir), device)
+    if ids is None:  # loose photos are boxed as `reid identify` boxes them
+        boxes = teacher_boxes(paths, config["crop"], device) if config.get("crop") else None
+    else:
+        crops = Path(args.crops) if args.crops else None
+        found = model_crop_boxes(config, crops, Path(args.model_dir))
+        boxes = None if found is None else boxes_for(ids, found)
     views, maps = attention_maps(
-        model, paths, config["model"]["img_size"], device, Normalisation.of(config["model"])
+        model, paths, config["model"]["img_size"], device, Normalisation.of(config["model"]), boxes
     )
     draw_part_attention(views, maps, config["part_names"], Path(args.out))
     logging.info("wrote %s (%d images)", args.out, len(paths))
 
 
-def _spread_rows(catalogue: str, splits: list[str], n: int) -> list[str]:
-    """Paths of ``n`` catalogue rows of ``splits`` spread evenly over the image ids."""
+def _spread_rows(catalogue: str, splits: list[str], n: int) -> tuple[list[str], list[str]]:
+    """Image ids and paths of ``n`` catalogue rows of ``splits`` spread evenly over the ids."""
     from reid.catalogue import read_catalogue
     from reid.figures.retrieval import evenly_spread
 
@@ -246,7 +275,8 @@ def _spread_rows(catalogue: str, splits: list[str], n: int) -> list[str]:
     rows = table[table["split"].isin(splits)].sort_values("image_id")
     if rows.empty:
         raise UserError(f"{catalogue} has no rows with split {' or '.join(splits)}")
-    return list(rows["path"].iloc[evenly_spread(len(rows), n)])
+    picked = rows.iloc[evenly_spread(len(rows), n)]
+    return list(picked["image_id"]), list(picked["path"])
 
 
 def cmd_figure_retrieval(args: argparse.Namespace) -> None:
@@ -328,6 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
         "pretrained weights entry resolved)",
     )
     p.add_argument("--flip-test", action="store_true", help="the dataset extracts with --flip-test")
+    p.add_argument(
+        "--crops",
+        help="the dataset's teacher directory when its teacher crops (crop_margin): recorded so "
+        "`reid identify` cuts new photos alike",
+    )
     p.add_argument("--out", required=True, help="model directory to write")
     p.set_defaults(func=cmd_freeze)
 
@@ -340,6 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", nargs="+", default=["test", "query", "gallery"])
     p.add_argument(
         "--flip-test", action="store_true", help="concatenate image and mirror descriptors"
+    )
+    p.add_argument(
+        "--crops",
+        help="teacher directory (results/<dataset>/masks/<teacher_id>) whose animal boxes the "
+        "photos are cut to; required for a model trained on that teacher's crops",
     )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
@@ -421,6 +461,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="dataset root of --catalogue")
     p.add_argument("--splits", nargs="+", default=["test", "query", "gallery"])
     p.add_argument("--n", type=int, default=6, help="images picked from the catalogue")
+    p.add_argument(
+        "--crops",
+        help="with --catalogue: the teacher directory whose animal boxes the photos are cut to "
+        "(required for a model trained on crops; --images are boxed by its teacher)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True, help="PNG to write")
     p.set_defaults(func=cmd_figure_attention)

@@ -8,13 +8,24 @@ best-matching gallery photo, which is what a user checks by eye next.
 Gallery descriptors are cached on disk keyed by the model's weights and each image's path, size
 and modification time: re-running after adding photos extracts only the new ones, and a retrained
 model or an edited photo is never served a stale descriptor.
+
+A model that sees photos cut to the animal's box (its model.json ``crop``, from a teacher with
+``crop_margin``) needs the same box for every photo it describes. The boxes come from the very
+teacher that made the training boxes, run as the ``pseudomasks`` command on the photos to
+describe (the packages never import each other; the part-map files are the contract), so the user
+gives no boxes and new photos are cut exactly as the training ones were.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
+import shutil
+import subprocess
+import sysconfig
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +35,9 @@ import torch
 
 from reid.atomic import atomic_write_bytes
 from reid.catalogue import read_catalogue
+from reid.data.crops import AnimalBox
 from reid.data.images import read_rgb
+from reid.data.part_maps import load_crop_boxes
 from reid.data.transforms import PROJECT_NORMALISATION, Normalisation
 from reid.engine.extract import MODEL_WEIGHTS, extract_descriptors
 from reid.errors import UserError
@@ -115,8 +128,10 @@ def gallery_descriptors(
     device: torch.device,
     workers: int = 0,
     normalisation: Normalisation = PROJECT_NORMALISATION,
+    crop: dict | None = None,
 ) -> np.ndarray:
-    """Descriptors of every gallery image, extracting only those the cache does not hold."""
+    """Descriptors of every gallery image, extracting only those the cache does not hold
+    (cut to the boxes of the ``crop`` teacher, see :func:`teacher_boxes`, when given)."""
     keys = _stat_keys(gallery)
     cached: dict[str, np.ndarray] = {}
     if cache.is_file():
@@ -132,14 +147,16 @@ def gallery_descriptors(
         len(missing),
     )
     if missing:
+        paths = [gallery.root / gallery.paths[i] for i in missing]
         fresh = extract_descriptors(
             model,
-            [gallery.root / gallery.paths[i] for i in missing],
+            paths,
             img_size,
             device,
             flip_test=flip_test,
             workers=workers,
             normalisation=normalisation,
+            boxes=teacher_boxes(paths, crop, device) if crop else None,
         )
         cached.update(zip(keys[missing].tolist(), fresh, strict=True))
     features = np.stack([cached[key] for key in keys.tolist()]).astype(np.float32)
@@ -190,6 +207,73 @@ def rank_identities(
     ]
 
 
+def pseudomasks_command() -> str:
+    """The ``pseudomasks`` console script of this Python's environment, else the one on PATH."""
+    beside = Path(sysconfig.get_path("scripts")) / "pseudomasks"
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("pseudomasks")
+    if found is None:
+        raise UserError(
+            "this model sees photos cut to the teacher's animal boxes, and the 'pseudomasks' "
+            "command that draws them is not installed: install the project with its teacher "
+            "(pip install -e .) in this environment"
+        )
+    return found
+
+
+def teacher_boxes(paths: list[Path], crop: dict, device: torch.device) -> list[AnimalBox | None]:
+    """The animal box of each photo, from the teacher of model.json's ``crop`` run on them with
+    ``pseudomasks run`` in a scratch directory; None (whole photo) where it found no animal."""
+    with tempfile.TemporaryDirectory(prefix="reid-identify-boxes-") as scratch:
+        work = Path(scratch)
+        ids = [f"photo{i:06d}" for i in range(len(paths))]
+        pd.DataFrame(
+            {
+                "image_id": ids,
+                "path": [str(p.absolute()) for p in paths],
+                "identity": "",
+                "split": "test",
+            }
+        ).to_csv(work / "catalogue.csv", index=False)
+        (work / "teacher.json").write_text(json.dumps(crop["teacher_settings"]), encoding="utf-8")
+        command = [
+            pseudomasks_command(),
+            "run",
+            "--catalogue",
+            str(work / "catalogue.csv"),
+            "--root",
+            str(work),
+            "--settings",
+            str(work / "teacher.json"),
+            "--out",
+            str(work / "masks"),
+            "--device",
+            "cuda" if device.type == "cuda" else "cpu",
+        ]
+        log.info("boxing %d photos with teacher %s", len(paths), crop["teacher_id"])
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            lines = [line for line in done.stderr.splitlines() if line.strip()]
+            raise UserError(
+                f"the teacher ({crop['teacher_id']}) that boxes photos for this model failed: "
+                f"{lines[-1] if lines else f'exit code {done.returncode}'}"
+            )
+        teacher_dir = work / "masks" / crop["teacher_id"]
+        if not teacher_dir.is_dir():
+            raise UserError(
+                f"the teacher settings in model.json no longer give teacher id "
+                f"{crop['teacher_id']} (pseudomasks changed?): retrain the model"
+            )
+        _, boxes = load_crop_boxes(teacher_dir)
+    unboxed = sum(i not in boxes for i in ids)
+    if unboxed:
+        log.warning(
+            "%d of %d photos got no animal box: their whole frames are used", unboxed, len(ids)
+        )
+    return [boxes.get(i) for i in ids]
+
+
 def check_readable(paths: list[Path]) -> None:
     """Fail on the first missing or corrupt new photo before any model work starts."""
     if not paths:
@@ -221,19 +305,28 @@ def identify(
     img_size = config["model"]["img_size"]
     normalisation = Normalisation.of(config["model"])
     flip_test = bool(config.get("settings", {}).get("flip_test", False))
+    crop = config.get("crop")
+    cropped_by = f" cut to teacher {crop['teacher_id']}'s boxes" if crop else ""
     known = gallery_descriptors(
         model,
         gallery,
         cache,
-        model_fingerprint(model_dir, f"{img_size} {normalisation}"),
+        model_fingerprint(model_dir, f"{img_size} {normalisation}{cropped_by}"),
         img_size,
         flip_test,
         device,
         workers,
         normalisation,
+        crop,
     )
     queries = extract_descriptors(
-        model, images, img_size, device, flip_test=flip_test, normalisation=normalisation
+        model,
+        images,
+        img_size,
+        device,
+        flip_test=flip_test,
+        normalisation=normalisation,
+        boxes=teacher_boxes(images, crop, device) if crop else None,
     )
     return rank_identities(queries, known, gallery, k)
 

@@ -50,6 +50,8 @@ def provenance(
             K=config["num_parts"],
             part_names=config["part_names"],
             teacher_id=config["teacher_id"],
+            # the teacher whose animal boxes the photos were cut to; null: whole photos
+            crop_teacher_id=(config.get("crop") or {}).get("teacher_id"),
             epochs=config["epochs"],
             selected_epoch=config["selected_epoch"],
             select=config["select"],

@@ -176,8 +176,9 @@ def test_run_resume_index_and_show(dataset: dict[str, Path], capsys: pytest.Capt
     assert set(index) == {f"im{i}" for i in range(7)}
 
     maps = load_part_maps(teacher_dir)
-    labels, visibility, orientation = maps["im2"]
-    assert labels.shape == (32, 32) and visibility.tolist() == [True] * 5 and orientation == "left"
+    labels, cached = maps["im2"].labels, maps["im2"]
+    assert labels.shape == (32, 32) and cached.visibility.tolist() == [True] * 5
+    assert cached.orientation == "left" and cached.crop_box is None
     # Head pixels lie left of hind-leg pixels for a head-left animal.
     cols = np.arange(32)
     assert cols[(labels == 1).any(axis=0)].mean() < cols[(labels == 3).any(axis=0)].mean()

@@ -180,12 +180,16 @@ def test_a_failed_job_shows_its_error_line(tmp_path):
 
 @pytest.mark.slow
 def test_demo_dag_end_to_end_with_figures_and_report_then_nothing_to_do(tmp_path):
+    """The whole DAG, with the teacher cropping (crop_margin): every model, the frozen one
+    included, sees the photos cut to the teacher's boxes (its other tests see whole photos)."""
     small_config(tmp_path)
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())
     config["datasets"]["demo"]["baseline"] = "vit_demo"
     config["models"]["vit_demo"]["img_size"] = 32
+    config["teachers"]["ground_truth"]["crop_margin"] = 0.1
     write_config(tmp_path, config)
     targets = ["results/demo/metrics.json", "results/demo/figures/README.md"]
+    targets.append("results/demo/comparison.md")
     run = snakemake(tmp_path, "--cores", "2", *targets)
     assert succeeded(run, tmp_path)
     metrics = json.loads((tmp_path / "results/demo/metrics.json").read_text())
@@ -194,6 +198,16 @@ def test_demo_dag_end_to_end_with_figures_and_report_then_nothing_to_do(tmp_path
     provenance = metrics["provenance"]
     assert provenance["model"] == "paw_vit_demo" and provenance["K"] == 5
     assert provenance["epochs"] == 2 and len(provenance["teacher_id"]) == 12
+    teacher_dir = tmp_path / "results/demo/masks" / provenance["teacher_id"]
+    qc = json.loads((teacher_dir / "qc.json").read_text())
+    catalogue = (tmp_path / "results/demo/catalogue.csv").read_text().splitlines()
+    assert qc["counts"]["maps"] == len(catalogue) - 1  # test photos are boxed too
+    assert qc["crop"]["rate"] == 1.0 and 0 < qc["crop"]["mean_area_fraction"] < 1
+    for model in ("paw_vit_demo", "vit_demo", "efflite0_frozen"):
+        record = json.loads((tmp_path / "results/demo" / model / "model.json").read_text())
+        assert record["crop"]["teacher_id"] == provenance["teacher_id"], model
+        scored = json.loads((tmp_path / "results/demo" / model / "metrics.json").read_text())
+        assert scored["provenance"]["crop_teacher_id"] == provenance["teacher_id"], model
 
     figures = {
         "figures/part_maps.png",

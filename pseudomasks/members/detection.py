@@ -1,9 +1,10 @@
 """The detector interface (``teacher.detector``) and the crop ↔ full-image mapping around it.
 
 A detector finds the animal's box so that pose and segmentation models see it large, as they
-were trained to. The cached maps must still cover the *whole* image, because the student resizes
-the whole image: keypoints predicted on the crop are shifted back, and masks are pasted into a
-full-size canvas whose outside is background. A sample without a box (nothing detected) is
+were trained to. Their outputs are mapped back to the whole image (keypoints predicted on the crop
+are shifted back, masks pasted into a full-size canvas whose outside is background), so fusion
+sees one frame whatever each member saw; the map is cut to the animal afterwards only with
+``teacher.crop_margin`` (:func:`foreground_box`). A sample without a box (nothing detected) is
 processed uncropped.
 """
 
@@ -39,6 +40,16 @@ def padded_box(xyxy: Sequence[float], margin: float, shape: tuple[int, ...]) -> 
     right = max(min(int(np.ceil(x1 + pad_x)), w), left + 1)
     bottom = max(min(int(np.ceil(y1 + pad_y)), h), top + 1)
     return CropBox(left, top, right, bottom)
+
+
+def foreground_box(foreground: np.ndarray, margin: float) -> CropBox | None:
+    """The extent of a bool ``H×W`` foreground grown by ``margin`` (see :func:`padded_box`);
+    None for an empty foreground (nothing to crop to: the image stays whole)."""
+    ys = np.flatnonzero(foreground.any(axis=1))
+    xs = np.flatnonzero(foreground.any(axis=0))
+    if not len(ys):
+        return None
+    return padded_box((xs[0], ys[0], xs[-1] + 1, ys[-1] + 1), margin, foreground.shape)
 
 
 def crop_sample(sample: Sample, box: CropBox | None) -> Sample:

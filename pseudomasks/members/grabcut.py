@@ -69,6 +69,9 @@ class GrabCut(SegmentationMember):
         mask = self._initial_mask(sh, sw, seeds)
         bgd = np.zeros((1, 65), np.float64)
         fgd = np.zeros((1, 65), np.float64)
+        # GrabCut's k-means draws from OpenCV's global RNG: seeded per image, a photo's mask
+        # does not depend on which photos were cut before it (shard, batch, `reid identify`)
+        cv2.setRNGSeed(0)
         cv2.grabCut(
             np.ascontiguousarray(small[:, :, ::-1]),
             mask,

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from reid.data.crops import AnimalBox, cut_to
 from reid.data.images import read_rgb
 from reid.data.part_maps import PartMaps
 from reid.data.transforms import (
@@ -103,7 +104,7 @@ class TrainDataset(Dataset):
         rng = np.random.default_rng(seed)
         degrees = float(rng.uniform(-self.rotation, self.rotation)) if self.rotation else 0.0
         image, labels = augment_pair(
-            read_rgb(sample.path),
+            cut_to(read_rgb(sample.path), self.maps.boxes.get(sample.image_id)),
             self.maps.labels[sample.map_row],
             self.img_size,
             self.mask_size,
@@ -153,18 +154,26 @@ class SeededBatches(Sampler[list[tuple[int, int]]]):
 
 
 class ImageDataset(Dataset):
-    """Catalogue images resized for the model, for descriptor extraction."""
+    """Catalogue images, each cut to its animal box if it has one, resized for the model, for
+    descriptor extraction."""
 
     def __init__(
-        self, paths: list[Path], img_size: int, normalisation: Normalisation = PROJECT_NORMALISATION
+        self,
+        paths: list[Path],
+        img_size: int,
+        normalisation: Normalisation = PROJECT_NORMALISATION,
+        boxes: list[AnimalBox | None] | None = None,
     ) -> None:
         self.paths = paths
         self.img_size = img_size
         self.normalisation = normalisation
+        self.boxes = boxes if boxes is not None else [None] * len(paths)
+        if len(self.boxes) != len(paths):
+            raise ValueError(f"{len(self.boxes)} boxes for {len(paths)} images")
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        image = resize_image(read_rgb(self.paths[index]), self.img_size)
-        return to_tensor(image, self.normalisation)
+        image = cut_to(read_rgb(self.paths[index]), self.boxes[index])
+        return to_tensor(resize_image(image, self.img_size), self.normalisation)

@@ -1,8 +1,9 @@
 """Read the teacher's cached part maps (DESIGN.md contract) for training.
 
 `results/{dataset}/masks/{teacher_id}/` holds `teacher.json` (settings, part names in label order)
-and shards `shard-*.npz` with `image_id`, `labels` (n×S×S uint8, 0 = background, 1..K parts) and
-`orientation`. All shards are loaded into memory once: 64×64 uint8 maps are 4 KiB an image, so even
+and shards `shard-*.npz` with `image_id`, `labels` (n×S×S uint8, 0 = background, 1..K parts),
+`orientation` and, from a teacher with `crop_margin`, each map's `crop_box` in its image of
+`image_shape` (the maps then cover the animal's box, and the student crops the photo alike). All shards are loaded into memory once: 64×64 uint8 maps are 4 KiB an image, so even
 100k images fit in a few hundred MiB and the data loader never opens a file per sample for them.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reid.data.crops import AnimalBox, boxes_from_arrays
 from reid.errors import UserError
 from reid.npz import read_npz
 
@@ -30,6 +32,8 @@ class PartMaps:
     row_of: dict[str, int]
     labels: np.ndarray  # N×S×S uint8
     orientation: np.ndarray  # N str: 'left' | 'right' | ''
+    boxes: dict[str, AnimalBox]  # the maps that cover a box instead of their whole image
+    crop: dict | None  # see crop_record; None: the maps cover whole images
 
     @property
     def num_parts(self) -> int:
@@ -54,8 +58,8 @@ class PartMaps:
         return [i for i in image_ids if i in self.row_of]
 
 
-def load_part_maps(masks_dir: Path) -> PartMaps:
-    """Load `teacher.json` and every shard of one teacher directory."""
+def _teacher_meta(masks_dir: Path) -> tuple[dict, list[Path]]:
+    """`teacher.json` and the shard paths of one teacher directory."""
     meta_path = masks_dir / "teacher.json"
     if not meta_path.is_file():
         raise UserError(
@@ -66,16 +70,66 @@ def load_part_maps(masks_dir: Path) -> PartMaps:
     shards = sorted(masks_dir.glob("shard-*.npz"))
     if not shards:
         raise UserError(f"no shard-*.npz files in {masks_dir}: run the teacher first")
-    ids, labels, orientation = [], [], []
+    return meta, shards
+
+
+def crop_record(teacher_id: str, crop_margin: float | None, settings: dict) -> dict | None:
+    """model.json's ``crop``: which teacher's boxes the model sees photos cut to, with that
+    teacher's settings (relative weights paths made absolute) so `reid identify` can have new
+    photos boxed the same way; None for a model that sees whole photos."""
+    if crop_margin is None:
+        return None
+    settings = json.loads(json.dumps(settings))
+    for entry in (settings.get("weights") or {}).values():
+        if isinstance(entry, dict) and entry.get("path"):
+            entry["path"] = str(Path(entry["path"]).expanduser().absolute())
+    return {"teacher_id": teacher_id, "margin": crop_margin, "teacher_settings": settings}
+
+
+def _crop_record_of(meta: dict) -> dict | None:
+    return crop_record(
+        str(meta["teacher_id"]),
+        meta.get("identity", {}).get("crop_margin"),
+        meta.get("settings", {}),
+    )
+
+
+def load_crop_boxes(masks_dir: Path) -> tuple[dict, dict[str, AnimalBox]]:
+    """The crop record (see :func:`crop_record`; UserError for a teacher that does not crop)
+    and image_id → box of one teacher directory, reading no label maps."""
+    meta, shards = _teacher_meta(masks_dir)
+    record = _crop_record_of(meta)
+    if record is None:
+        raise UserError(
+            f"teacher {meta['teacher_id']} ({masks_dir}) has no crop_margin, so it records no "
+            "animal boxes: drop --crops, or set crop_margin in its config.yaml teacher entry"
+        )
+    boxes: dict[str, AnimalBox] = {}
     for shard in shards:
         with read_npz(shard, "a part-map shard", "delete it and rerun the teacher") as data:
-            ids.extend(str(i) for i in data["image_id"])
+            ids = [str(i) for i in data["image_id"]]
+            boxes |= boxes_from_arrays(ids, data["crop_box"], data["image_shape"])
+    return record, boxes
+
+
+def load_part_maps(masks_dir: Path) -> PartMaps:
+    """Load `teacher.json` and every shard of one teacher directory."""
+    meta, shards = _teacher_meta(masks_dir)
+    ids, labels, orientation, boxes = [], [], [], {}
+    for shard in shards:
+        with read_npz(shard, "a part-map shard", "delete it and rerun the teacher") as data:
+            shard_ids = [str(i) for i in data["image_id"]]
+            ids.extend(shard_ids)
             labels.append(data["labels"])
             orientation.extend(str(o) for o in data["orientation"])
+            if "crop_box" in data.files:  # older shards' maps all cover whole images
+                boxes |= boxes_from_arrays(shard_ids, data["crop_box"], data["image_shape"])
     return PartMaps(
         teacher_id=str(meta["teacher_id"]),
         part_names=list(meta["part_names"]),
         row_of={image_id: row for row, image_id in enumerate(ids)},
         labels=np.concatenate(labels).astype(np.uint8, copy=False),
         orientation=np.asarray(orientation),
+        boxes=boxes,
+        crop=_crop_record_of(meta),
     )

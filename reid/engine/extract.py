@@ -13,7 +13,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from reid.atomic import atomic_write_bytes, atomic_write_text
+from reid.data.crops import AnimalBox
 from reid.data.datasets import ImageDataset
+from reid.data.part_maps import load_crop_boxes
 from reid.data.transforms import PROJECT_NORMALISATION, Normalisation
 from reid.engine.checkpoint import load_tensors, save_tensors
 from reid.engine.precision import autocast, resolve_precision
@@ -36,16 +38,18 @@ def extract_descriptors(
     workers: int = 0,
     precision: str = "auto",
     normalisation: Normalisation = PROJECT_NORMALISATION,
+    boxes: list[AnimalBox | None] | None = None,
 ) -> np.ndarray:
     """N×D float32 descriptors; with `flip_test`, N×2D: [image, its mirror] concatenated.
 
     ``precision``: auto, bf16 or fp32 (see reid.engine.precision); ``normalisation``: the
-    model's (model.json ``model``: ``Normalisation.of(config["model"])``).
+    model's (model.json ``model``: ``Normalisation.of(config["model"])``); ``boxes``: the
+    animal box each image is cut to first (None: whole images).
     """
     precision = resolve_precision(precision, device)
     model.eval()
     loader = DataLoader(
-        ImageDataset(paths, img_size, normalisation),
+        ImageDataset(paths, img_size, normalisation, boxes),
         batch_size=batch_size,
         num_workers=workers,
         pin_memory=device.type == "cuda",
@@ -61,6 +65,29 @@ def extract_descriptors(
     if not chunks:
         return np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+def model_crop_boxes(
+    config: dict[str, Any], crops: Path | None, model_dir: Path
+) -> dict[str, AnimalBox] | None:
+    """The animal boxes extraction cuts photos to: those of teacher directory ``crops``, which
+    must be the teacher the model was trained on when its model.json names one (``crop``);
+    None (whole photos) without ``crops`` for a model trained on whole photos."""
+    trained_on = (config.get("crop") or {}).get("teacher_id")
+    if crops is None:
+        if trained_on:
+            raise UserError(
+                f"{model_dir} was trained on photos cut to teacher {trained_on}'s animal boxes: "
+                f"pass --crops with that teacher's directory (results/<dataset>/masks/{trained_on})"
+            )
+        return None
+    record, boxes = load_crop_boxes(crops)
+    if trained_on and record["teacher_id"] != trained_on:
+        raise UserError(
+            f"--crops {crops} holds teacher {record['teacher_id']}'s boxes, but {model_dir} was "
+            f"trained on teacher {trained_on}'s: pass that teacher's directory"
+        )
+    return boxes
 
 
 def save_features(path: Path, image_ids: list[str], features: np.ndarray) -> None:

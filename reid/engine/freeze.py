@@ -4,7 +4,8 @@
 ``model.json`` what built it, with the keys of a trained model's model.json so that extraction,
 evaluation, identification, export and the figures read it unchanged: ``frozen: true``, the
 weights' provenance (file or package, version, sha256), and no teacher, parts, epochs or
-training time, because none of them exist for it. No catalogue or part map is read.
+training time, because none of them exist for it. No catalogue or part map is read; only when
+the dataset's teacher crops is its record (``crop``) copied, so `reid identify` cuts photos alike.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from reid.data.part_maps import load_crop_boxes
 from reid.engine.extract import save_trained_model
 from reid.errors import UserError
 from reid.models import ModelSpec, build_model
@@ -21,9 +23,12 @@ from reid.provenance import package_versions
 from reid.weights import resolve_weights
 
 
-def freeze(spec: ModelSpec, out: Path, flip_test: bool = False) -> dict[str, Any]:
+def freeze(
+    spec: ModelSpec, out: Path, flip_test: bool = False, crops: Path | None = None
+) -> dict[str, Any]:
     """Write ``out``/model.safetensors and model.json for the frozen model ``spec``; return
-    model.json. ``flip_test`` is the dataset's (recorded for `reid identify`)."""
+    model.json. ``flip_test`` is the dataset's and ``crops`` its cropping teacher's directory
+    (both recorded for `reid identify`, which then sees photos as extraction does)."""
     if not spec.frozen:
         raise UserError(
             f"model {spec.arch} is not frozen: train it (`reid train`), or set 'frozen: true' in "
@@ -46,6 +51,7 @@ def freeze(spec: ModelSpec, out: Path, flip_test: bool = False) -> dict[str, Any
         "num_parts": 0,
         "part_names": [],
         "teacher_id": None,
+        "crop": load_crop_boxes(crops)[0] if crops else None,
         "settings": {"model": settings, "flip_test": flip_test},
         "epochs": 0,
         "selected_epoch": 0,

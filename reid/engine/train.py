@@ -29,6 +29,7 @@ from tqdm import tqdm
 from reid.atomic import atomic_write_text
 from reid.catalogue import read_catalogue
 from reid.config import RunSettings, TrainSettings
+from reid.data.crops import boxes_for
 from reid.data.datasets import SeededBatches, TrainDataset
 from reid.data.part_maps import load_part_maps
 from reid.data.sampler import PKSampler
@@ -346,6 +347,7 @@ class Trainer:
             workers=self.workers,
             precision=self.precision,
             normalisation=self.settings.model.normalisation,
+            boxes=boxes_for(list(rows["image_id"]), self.maps.boxes),
         )
         result = evaluate_features(
             features, list(rows["image_id"]), self.catalogue, protocol, with_rankings=False
@@ -408,6 +410,7 @@ class Trainer:
             "num_parts": self.maps.num_parts,
             "part_names": self.maps.part_names,
             "teacher_id": self.maps.teacher_id,
+            "crop": self.maps.crop,
             "settings": self.settings.to_dict(),
             "epochs": train.epochs,
             "selected_epoch": selected,

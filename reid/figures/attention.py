@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from matplotlib import colormaps
 
+from reid.data.crops import AnimalBox, cut_to
 from reid.data.images import read_rgb
 from reid.data.transforms import PROJECT_NORMALISATION, Normalisation, resize_image, to_tensor
 from reid.errors import UserError
@@ -41,8 +42,10 @@ def attention_maps(
     img_size: int,
     device: torch.device,
     normalisation: Normalisation = PROJECT_NORMALISATION,
+    boxes: Sequence[AnimalBox | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The model's view of each image (N×S×S×3 uint8) and its ATM maps (N×(K+1)×M×M in [0, 1])."""
+    """The model's view of each image (N×S×S×3 uint8; cut to its animal box when ``boxes``
+    gives one) and its ATM maps (N×(K+1)×M×M in [0, 1])."""
     if not isinstance(model, PawViT):
         raise UserError(
             f"part attention needs a part-aware model (paw_vit_*), not {type(model).__name__}: "
@@ -50,7 +53,13 @@ def attention_maps(
         )
     if not paths:
         raise UserError("no images given for the part-attention figure")
-    views = np.stack([resize_image(read_rgb(Path(p)), img_size) for p in paths])
+    boxes = boxes if boxes is not None else [None] * len(paths)
+    views = np.stack(
+        [
+            resize_image(cut_to(read_rgb(Path(p)), box), img_size)
+            for p, box in zip(paths, boxes, strict=True)
+        ]
+    )
     batch = torch.stack([to_tensor(view, normalisation) for view in views]).to(device)
     maps = model.part_attention(batch).float().cpu().numpy()
     return views, maps

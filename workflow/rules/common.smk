@@ -5,6 +5,7 @@ import copy
 import json
 import os
 import re
+import shlex
 import shutil
 import sys
 import sysconfig
@@ -173,6 +174,17 @@ TEACHER_IDS = {
 
 def masks_dir(dataset):
     return f"results/{dataset}/masks/{TEACHER_IDS[dataset]}"
+
+
+def crops(dataset):
+    """With a cropping teacher (crop_margin), every model of the dataset sees photos cut to its
+    animal boxes: the index that closes that teacher's cache (a job's input), else nothing."""
+    teacher = config["teachers"][config["datasets"][dataset]["teacher"]]
+    return [f"{masks_dir(dataset)}/index.json"] if teacher.get("crop_margin") is not None else []
+
+
+def crops_option(dataset):
+    return f"--crops {shlex.quote(masks_dir(dataset))}" if crops(dataset) else ""
 
 
 def mask_shards(wildcards):

@@ -57,9 +57,10 @@ rule attention_figure:
     params:
         model_dir=lambda wc: f"results/{wc.dataset}/{wc.model}",
         root=lambda wc: dataset_root(wc.dataset),
+        crops=lambda wc: crops_option(wc.dataset),
     shell:
         "reid figure attention --model-dir {params.model_dir:q} --catalogue {input.catalogue:q} "
-        "--root {params.root:q} --n 6 --out {output:q} > {log:q} 2>&1"
+        "--root {params.root:q} {params.crops} --n 6 --out {output:q} > {log:q} 2>&1"
 
 
 rule retrieval_figure:

@@ -1,5 +1,6 @@
 rule teacher_shard:
-    """Part maps of one shard of the training images (resumable; only missing shards rerun)."""
+    """Part maps of one shard of the training images (of all images with a cropping teacher;
+    resumable: only missing shards rerun)."""
     input:
         catalogue=ancient("results/{dataset}/catalogue.csv"),
     output:

@@ -34,7 +34,10 @@ rule train:
 
 
 rule freeze:
-    """A frozen model's directory (its pretrained weights as they are): no data, no part maps."""
+    """A frozen model's directory (its pretrained weights as they are): no data, no part maps
+    (only a cropping teacher's record, so `reid identify` cuts photos as extraction does)."""
+    input:
+        crops=lambda wc: crops(wc.dataset),
     output:
         weights="results/{dataset}/{model}/model.safetensors",
         config="results/{dataset}/{model}/model.json",
@@ -56,15 +59,19 @@ rule freeze:
             "--flip-test" if config["datasets"][wc.dataset]["flip_test"] else ""
         ),
         out=lambda wc: f"results/{wc.dataset}/{wc.model}",
+        crops=lambda wc: crops_option(wc.dataset),
     shell:
-        "reid freeze --model-json {params.model:q} {params.flip} --out {params.out:q} > {log:q} 2>&1"
+        "reid freeze --model-json {params.model:q} {params.flip} {params.crops} "
+        "--out {params.out:q} > {log:q} 2>&1"
 
 
 rule extract:
-    """Eval-mode descriptors of the test images."""
+    """Eval-mode descriptors of the test images (cut to their animal boxes with a cropping
+    teacher)."""
     input:
         catalogue="results/{dataset}/catalogue.csv",
         weights="results/{dataset}/{model}/model.safetensors",
+        crops=lambda wc: crops(wc.dataset),
     output:
         "results/{dataset}/{model}/features.npz",
     log:
@@ -83,9 +90,11 @@ rule extract:
         flip=lambda wc: (
             "--flip-test" if config["datasets"][wc.dataset]["flip_test"] else ""
         ),
+        crops=lambda wc: crops_option(wc.dataset),
     shell:
         "reid extract --model-dir {params.model_dir:q} --catalogue {input.catalogue:q} "
-        "--root {params.root:q} {params.flip} --workers {threads} --out {output:q} > {log:q} 2>&1"
+        "--root {params.root:q} {params.flip} {params.crops} --workers {threads} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule evaluate:
