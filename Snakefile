@@ -21,6 +21,11 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/figures.smk"
 
 
+localrules:
+    teacher_settings,
+    train_settings,
+
+
 wildcard_constraints:
     dataset="|".join(DATASETS),
     model="|".join(MODELS),

@@ -22,9 +22,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from reid.data.crops import cut_to
 from reid.data.images import read_rgb
 from reid.data.part_maps import load_part_maps
-from reid.data.transforms import resize_image, to_tensor
+from reid.data.transforms import Normalisation, resize_image, to_tensor
 from reid.engine.extract import load_trained_model
 
 
@@ -43,10 +44,12 @@ def main() -> None:
     rows = catalogue[(catalogue.split == "train") & catalogue.image_id.isin(maps.row_of)]
     rows = rows.head(args.n)
     img_size = int(config["model"]["img_size"])
+    normalisation = Normalisation.of(config["model"])
     pixel, foreground, background, spread = [], [], [], []
     for row in rows.itertuples():
-        image = resize_image(read_rgb(args.root / row.path), img_size)
-        attention = model.part_attention(to_tensor(image)[None])[0].numpy()  # (K+1)×M×M
+        photo = cut_to(read_rgb(args.root / row.path), maps.boxes.get(row.image_id))
+        image = resize_image(photo, img_size)  # the model's view, cut as in training
+        attention = model.part_attention(to_tensor(image, normalisation)[None])[0].numpy()
         best = attention.argmax(0)
         predicted = np.where(best == len(attention) - 1, 0, best + 1)  # teacher labels: 0 = bg
         teacher = cv2.resize(

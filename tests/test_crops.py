@@ -244,3 +244,59 @@ def test_identify_boxes_new_photos_with_the_models_teacher(cropped, tmp_path):
     # Its own photo is in the gallery: cut alike on both sides, it matches itself exactly.
     assert best["identity"] == "id3" and best["best_match"] == "id3/0.png"
     assert best["similarity"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_two_animals_in_one_photo_are_cut_apart_by_their_catalogue_boxes(tmp_path):
+    """wildlife-datasets style: one row per animal, the same photo, a ``bbox`` each; the
+    `annotations` detector makes each row's map and crop its own animal's."""
+    left, _, _ = draw_animal(flip=False)
+    right, _, _ = draw_animal(flip=True)
+    photo = np.concatenate([left, np.zeros((48, 32, 3), np.uint8) + 30, right], axis=1)
+    (tmp_path / "data").mkdir()
+    cv2.imwrite(str(tmp_path / "data/pair.png"), photo[:, :, ::-1])
+    rows = [
+        {
+            "image_id": "a",
+            "path": "pair.png",
+            "identity": "A",
+            "split": "train",
+            "bbox": "[0, 0, 64, 48]",
+        },
+        {
+            "image_id": "b",
+            "path": "pair.png",
+            "identity": "B",
+            "split": "train",
+            "bbox": "[96, 0, 64, 48]",
+        },
+    ]
+    catalogue = tmp_path / "catalogue.csv"
+    pd.DataFrame(rows).to_csv(catalogue, index=False)
+    doc = cropping_settings([{"member": "grabcut", "iterations": 2}])
+    doc["teacher"]["pose"] = []
+    doc["teacher"]["detector"] = {"member": "annotations", "margin": 0.0}
+    (tmp_path / "teacher.json").write_text(json.dumps(doc))
+    run = ["run", "--catalogue", str(catalogue), "--root", str(tmp_path / "data"), "--settings"]
+    out = tmp_path / "masks"
+    assert pseudomasks_main([*run, str(tmp_path / "teacher.json"), "--out", str(out)]) == 0
+    shard = read_shard(out / teacher_id(doc) / "shard-0000-of-0001.npz")
+    boxes = dict(zip(shard["image_id"].tolist(), shard["crop_box"].tolist(), strict=True))
+    detected = dict(zip(shard["image_id"].tolist(), shard["detector_box"].tolist(), strict=True))
+    assert detected == {"a": [0, 0, 64, 48], "b": [96, 0, 160, 48]}
+    # Each crop is its own animal's: inside its box (grown by 10 % at most), apart from the other.
+    assert 0 <= boxes["a"][0] and boxes["a"][2] <= 64 + 7
+    assert 96 - 7 <= boxes["b"][0] and boxes["b"][2] <= 160
+    assert boxes["a"][2] < boxes["b"][0]
+
+
+def test_a_malformed_catalogue_box_is_one_line_naming_the_row():
+    from pseudomasks.members.annotations import AnnotationBox
+    from pseudomasks.members.base import Sample
+
+    detector = AnnotationBox({"margin": 0.0}, None)
+    image = np.zeros((10, 10, 3), np.uint8)
+    for cell, message in (("[1, 2, 3]", "not a JSON list"), ("[1, 2, 0, 4]", "no area")):
+        sample = Sample(image_id="x7", image=image, row={"bbox": cell}, root=Path("."))
+        with pytest.raises(UserError, match=f"'x7'.*{message}"):
+            detector.predict([sample])
+    assert detector.predict([Sample("y", image, {"bbox": ""}, Path("."))]) == [None]

@@ -28,6 +28,7 @@ SEGMENTATION_MEMBERS: dict[str, str] = {
 }
 
 DETECTOR_MEMBERS: dict[str, str] = {
+    "annotations": "pseudomasks.members.annotations:AnnotationBox",
     "yolo_detect": "pseudomasks.members.yolo_detect:YoloDetect",
 }
 

@@ -230,8 +230,9 @@ def _warn_shared_images(df: pd.DataFrame, name: str) -> None:
     if shared.any():
         log.warning(
             "wildlife_datasets %s: %d rows share their image with another row (several animals "
-            "in one photo, told apart by bbox); the pipeline does not crop by bbox yet, so each "
-            "such row sees the whole photo",
+            "in one photo, told apart by bbox): give the dataset a teacher with detector: "
+            "{member: annotations} and a crop_margin so that each row sees its own animal "
+            "(README 'Teachers'); otherwise each such row sees the whole photo",
             name,
             int(shared.sum()),
         )

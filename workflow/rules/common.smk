@@ -17,6 +17,7 @@ from snakemake.logging import DefaultFormatter, logger
 from snakemake.utils import validate
 
 from pseudomasks.settings import teacher_id as compute_teacher_id
+from reid.atomic import atomic_write_text
 from reid.models.frozen import TRAINED_ONLY as FROZEN_EXCLUDED_ARCHS
 
 
@@ -178,9 +179,14 @@ def masks_dir(dataset):
 
 def crops(dataset):
     """With a cropping teacher (crop_margin), every model of the dataset sees photos cut to its
-    animal boxes: the index that closes that teacher's cache (a job's input), else nothing."""
+    animal boxes: the index that closes that teacher's cache (a job's input), else nothing.
+    """
     teacher = config["teachers"][config["datasets"][dataset]["teacher"]]
-    return [f"{masks_dir(dataset)}/index.json"] if teacher.get("crop_margin") is not None else []
+    return (
+        [f"{masks_dir(dataset)}/index.json"]
+        if teacher.get("crop_margin") is not None
+        else []
+    )
 
 
 def crops_option(dataset):
@@ -230,8 +236,10 @@ def run_settings(dataset, model):
     }
 
 
-def settings_json(dataset, model):
-    return json.dumps(run_settings(dataset, model), sort_keys=True)
+def write_settings_file(path, text, log):
+    """A job's settings file, written atomically (a half-written one is never read)."""
+    atomic_write_text(Path(path), f"{text}\n")
+    Path(log).write_text(f"wrote {path}\n")
 
 
 def train_launcher(gpus):

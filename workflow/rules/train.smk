@@ -1,6 +1,25 @@
+rule train_settings:
+    """A trained model's resolved settings as the file `reid train` reads (a failed job's
+    command line stays one line); rewritten, and the model retrained, when any setting changes.
+    """
+    output:
+        "results/{dataset}/{model}/settings.json",
+    log:
+        "results/{dataset}/logs/{model}/settings.log",
+    wildcard_constraints:
+        model=one_of(TRAINED),
+    params:
+        settings=lambda wc: json.dumps(
+            run_settings(wc.dataset, wc.model), sort_keys=True, indent=1
+        ),
+    run:
+        write_settings_file(output[0], params.settings, log[0])
+
+
 rule train:
     """Train one model on one dataset's training split and its part maps."""
     input:
+        settings="results/{dataset}/{model}/settings.json",
         catalogue="results/{dataset}/catalogue.csv",
         index=lambda wc: f"{masks_dir(wc.dataset)}/index.json",
     output:
@@ -21,21 +40,21 @@ rule train:
         mem_mb=16000,
         runtime=1440,
     params:
-        settings=lambda wc: settings_json(wc.dataset, wc.model),
         root=lambda wc: dataset_root(wc.dataset),
         masks=lambda wc: masks_dir(wc.dataset),
         out=lambda wc: f"results/{wc.dataset}/{wc.model}",
         launch=lambda wc, resources: train_launcher(resources.gpu),
         workers=lambda wc, threads, resources: max(1, threads // max(1, resources.gpu)),
     shell:
-        "{params.launch} train --settings-json {params.settings:q} --catalogue {input.catalogue:q} "
+        "{params.launch} train --settings {input.settings:q} --catalogue {input.catalogue:q} "
         "--root {params.root:q} --masks {params.masks:q} --out {params.out:q} "
         "--workers {params.workers} --resume --no-progress > {log:q} 2>&1"
 
 
 rule freeze:
     """A frozen model's directory (its pretrained weights as they are): no data, no part maps
-    (only a cropping teacher's record, so `reid identify` cuts photos as extraction does)."""
+    (only a cropping teacher's record, so `reid identify` cuts photos as extraction does).
+    """
     input:
         crops=lambda wc: crops(wc.dataset),
     output:
