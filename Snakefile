@@ -22,7 +22,6 @@ include: "workflow/rules/figures.smk"
 
 
 localrules:
-    teacher_settings,
     train_settings,
 
 

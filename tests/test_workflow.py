@@ -347,8 +347,16 @@ def test_cache_semantics(tmp_path):
     shards = sorted(teacher_dir.glob("shard-*.npz"))
     mtimes = {p: p.stat().st_mtime_ns for p in shards}
 
-    # 1. Nothing changed: nothing to do.
+    # 1. Nothing changed: nothing to do. Nor after a teacher change that keeps its id (here a
+    # rename), although the settings file its shard jobs read is rewritten.
     assert planned_jobs(snakemake(tmp_path, "-n", "results/demo/metrics.json")) == {}
+    renamed = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    renamed["teachers"]["truth"] = renamed["teachers"].pop("ground_truth")
+    renamed["datasets"]["demo"]["teacher"] = "truth"
+    write_config(tmp_path, renamed)
+    assert planned_jobs(snakemake(tmp_path, "-n", "results/demo/metrics.json")) == {}
+    assert '"name": "truth"' in (teacher_dir / "settings.json").read_text()
+    small_config(tmp_path)
 
     # 2. A training setting: train, extract, evaluate rerun; the part maps are untouched.
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())

@@ -177,6 +177,19 @@ def masks_dir(dataset):
     return f"results/{dataset}/masks/{TEACHER_IDS[dataset]}"
 
 
+def teacher_settings_file(dataset):
+    """The teacher's resolved settings as the file its shard jobs read (a failed job's command
+    stays one line), rewritten when its content changes. Not a rule's output: a change that
+    keeps the teacher id (a moved weights file, a renamed teacher) must recompute no shard.
+    """
+    path = Path(masks_dir(dataset)) / "settings.json"
+    text = json.dumps(teacher_settings(dataset), sort_keys=True, indent=1) + "\n"
+    if not path.is_file() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text)
+    return str(path)
+
+
 def crops(dataset):
     """With a cropping teacher (crop_margin), every model of the dataset sees photos cut to its
     animal boxes: the index that closes that teacher's cache (a job's input), else nothing.

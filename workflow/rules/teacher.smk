@@ -1,26 +1,8 @@
-rule teacher_settings:
-    """The teacher's resolved settings as the file its jobs read (a failed job's command line
-    stays one line). Rewritten when any setting changes; the shards take it as `ancient`, so a
-    change that keeps the teacher id (a moved weights file, a renamed teacher) recomputes nothing.
-    """
-    output:
-        "results/{dataset}/masks/{teacher_id}/settings.json",
-    log:
-        "results/{dataset}/logs/teacher/{teacher_id}-settings.log",
-    params:
-        settings=lambda wc: json.dumps(
-            teacher_settings(wc.dataset), sort_keys=True, indent=1
-        ),
-    run:
-        write_settings_file(output[0], params.settings, log[0])
-
-
 rule teacher_shard:
     """Part maps of one shard of the training images (of all images with a cropping teacher;
     resumable: only missing shards rerun)."""
     input:
         catalogue=ancient("results/{dataset}/catalogue.csv"),
-        settings=ancient("results/{dataset}/masks/{teacher_id}/settings.json"),
     output:
         "results/{dataset}/masks/{teacher_id}/shard-{shard}-of-{shards}.npz",
     log:
@@ -35,13 +17,14 @@ rule teacher_shard:
         mem_mb=8000,
         runtime=240,
     params:
+        settings=lambda wc: teacher_settings_file(wc.dataset),
         root=lambda wc: dataset_root(wc.dataset),
         out=lambda wc: f"results/{wc.dataset}/masks",
         shard=lambda wc: int(wc.shard),
         shards=lambda wc: int(wc.shards),
     shell:
         "pseudomasks run --catalogue {input.catalogue:q} --root {params.root:q} "
-        "--settings {input.settings:q} --out {params.out:q} "
+        "--settings {params.settings:q} --out {params.out:q} "
         "--shard {params.shard} --num-shards {params.shards} > {log:q} 2>&1"
 
 
