@@ -217,6 +217,23 @@ def test_a_frozen_baseline_is_drawn_beside_the_default_model_without_training_cu
     assert jobs["curves_figure"] == 1 and jobs["train"] == 1  # the default model's only
 
 
+def test_the_compare_list_is_drawn_in_the_retrieval_comparison(tmp_path):
+    """The shipped demo compares its PAW-ViT with efflite0_frozen (no baseline): its figures
+    include the two side by side."""
+    write_config(tmp_path, shipped_config())
+    result = snakemake(tmp_path, "-n", "-p", "results/demo/figures/README.md")
+    assert result.returncode == 0, result.stderr
+    jobs = planned_jobs(result)
+    assert jobs["retrieval_comparison_figure"] == 1 and jobs["freeze"] == 1
+    (command,) = [
+        line
+        for line in result.stdout.splitlines()
+        if "reid figure retrieval" in line and "--out results/demo/figures/retrieval_comp" in line
+    ]
+    assert "paw_vit_demo=results/demo/paw_vit_demo/features.npz" in command
+    assert "efflite0_frozen=results/demo/efflite0_frozen/features.npz" in command
+
+
 def test_a_missing_foundation_model_file_is_named_only_when_requested(tmp_path):
     config = shipped_config()
     config["datasets"]["nyala"]["root"] = str(tmp_path)

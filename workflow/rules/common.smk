@@ -275,9 +275,9 @@ def compared_models(dataset):
 
 
 def dataset_figures(wildcards):
-    """Every figure of a dataset: teacher maps, and per model its retrieval, (trained models)
-    curves and (part-aware models) attention; the comparison when the dataset names a baseline.
-    """
+    """Every figure of a dataset: teacher maps, and per model (default, baseline) its retrieval,
+    (trained models) curves and (part-aware models) attention; the retrieval comparison when
+    the dataset compares several models (a baseline or a `compare` list)."""
     dataset = wildcards.dataset
     entry = config["datasets"][dataset]
     models = [entry["model"]] + ([entry["baseline"]] if "baseline" in entry else [])
@@ -286,6 +286,6 @@ def dataset_figures(wildcards):
         kinds = ["retrieval"] if model in FROZEN else ["curves", "retrieval"]
         kinds += ["attention"] if part_aware(model) else []
         figures += [f"results/{dataset}/{model}/figures/{kind}.png" for kind in kinds]
-    if "baseline" in entry:
+    if len(compared_models(dataset)) > 1:
         figures.append(f"results/{dataset}/figures/retrieval_comparison.png")
     return figures

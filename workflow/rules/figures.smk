@@ -95,11 +95,14 @@ rule retrieval_figure:
 
 
 rule retrieval_comparison_figure:
-    """The same queries ranked by the dataset's default model and its baseline, side by side."""
+    """The same queries ranked by every model of the dataset's comparison (default model,
+    baseline, `compare` list), side by side."""
     input:
         catalogue="results/{dataset}/catalogue.csv",
-        model=lambda wc: f"results/{wc.dataset}/{config['datasets'][wc.dataset]['model']}/features.npz",
-        baseline=lambda wc: f"results/{wc.dataset}/{config['datasets'][wc.dataset]['baseline']}/features.npz",
+        features=lambda wc: [
+            f"results/{wc.dataset}/{m}/features.npz"
+            for m in compared_models(wc.dataset)
+        ],
     output:
         report(
             "results/{dataset}/figures/retrieval_comparison.png",
@@ -120,11 +123,12 @@ rule retrieval_comparison_figure:
     params:
         root=lambda wc: dataset_root(wc.dataset),
         protocol=lambda wc: config["datasets"][wc.dataset]["protocol"],
-        model=lambda wc: config["datasets"][wc.dataset]["model"],
-        baseline=lambda wc: config["datasets"][wc.dataset]["baseline"],
+        features=lambda wc, input: " ".join(
+            shlex.quote(f"{m}={path}")
+            for m, path in zip(compared_models(wc.dataset), input.features)
+        ),
     shell:
-        "reid figure retrieval --features {params.model}={input.model:q} "
-        "{params.baseline}={input.baseline:q} --catalogue {input.catalogue:q} "
+        "reid figure retrieval --features {params.features} --catalogue {input.catalogue:q} "
         "--root {params.root:q} --protocol {params.protocol} --out {output:q} > {log:q} 2>&1"
 
 
