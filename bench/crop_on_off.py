@@ -68,6 +68,8 @@ def run_variant(args: argparse.Namespace, workdir: Path, margin: float | None) -
             targets.append(f"results/nyala/{model}/figures/attention.png")
     command = [sys.executable, "-m", "snakemake", "-s", str(PROJECT / "Snakefile")]
     command += ["-d", str(workdir), "--cores", str(args.cores), *targets]
+    if args.reuse_finished:
+        command += ["--rerun-triggers", "mtime"]
     subprocess.run(command, check=True)
 
 
@@ -114,6 +116,12 @@ def main() -> int:
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     parser.add_argument(
         "--report-only", action="store_true", help="print the table of finished runs"
+    )
+    parser.add_argument(
+        "--reuse-finished",
+        action="store_true",
+        help="rerun only what is missing (snakemake --rerun-triggers mtime): keeps the teacher "
+        "maps of a run made before a workflow update",
     )
     args = parser.parse_args()
 

@@ -40,8 +40,13 @@ TEACHER_KEYS = {
     "confidence",
     "pose_combine",
     "crop_margin",
+    "crop_min_area",
 }
-TEACHER_DEFAULTS: Mapping[str, Any] = {"pose_combine": "confidence", "crop_margin": None}
+TEACHER_DEFAULTS: Mapping[str, Any] = {
+    "pose_combine": "confidence",
+    "crop_margin": None,
+    "crop_min_area": 0.02,
+}
 """Defaults of the teacher keys that came after the first cached maps: see
 :meth:`Settings.identity`."""
 
@@ -76,6 +81,8 @@ class Settings:
     """None: maps cover the whole image. A number: each image's map covers the animal's box (the
     foreground's extent grown by this fraction of its width/height on each side), the student
     crops to that box, and every catalogue row gets a map (test images need their box too)."""
+    crop_min_area: float = 0.02
+    """A foreground extent under this fraction of the photo is not cropped to (a speck)."""
 
     def identity(self) -> dict[str, Any]:
         """Everything that changes the maps, canonical: the teacher id is its hash.
@@ -98,7 +105,11 @@ class Settings:
             "species": self.species.to_json(),
             "weights": {name: w.sha256 for name, w in sorted(self.weights.items())},
         }
-        later = {"pose_combine": self.pose_combine, "crop_margin": self.crop_margin}
+        later = {
+            "pose_combine": self.pose_combine,
+            "crop_margin": self.crop_margin,
+            "crop_min_area": self.crop_min_area,
+        }
         return identity | _without_defaults(later, TEACHER_DEFAULTS)
 
 
@@ -194,6 +205,16 @@ def parse_settings(doc: Mapping[str, Any]) -> Settings:
             "settings: teacher.crop_margin must be null (whole images) or a fraction of the "
             f"animal's box in [0, 1], e.g. 0.1; got {crop_margin!r}"
         )
+    crop_min_area = teacher.get("crop_min_area", TEACHER_DEFAULTS["crop_min_area"])
+    if (
+        not isinstance(crop_min_area, (int, float))
+        or isinstance(crop_min_area, bool)
+        or not 0 <= crop_min_area < 1
+    ):
+        raise UserError(
+            "settings: teacher.crop_min_area must be a fraction of the photo in [0, 1), e.g. "
+            f"0.02; got {crop_min_area!r}"
+        )
     name = teacher.get("name", "")
     return Settings(
         document=doc,
@@ -209,6 +230,7 @@ def parse_settings(doc: Mapping[str, Any]) -> Settings:
         species=species,
         weights=_weights(doc.get("weights") or {}),
         crop_margin=None if crop_margin is None else float(crop_margin),
+        crop_min_area=float(crop_min_area),
     )
 
 

@@ -12,7 +12,8 @@ members report (``ImageResult.foreground_components``) reaches ``qc.json``.
 
 With ``teacher.crop_margin`` the map covers the animal instead of the whole image: the combined
 foreground's extent (inside the detector's box when there is one, since masks are pasted into
-a background canvas), grown by the margin, is the image's ``crop_box``; fusion or the template
+a background canvas), grown by the margin, is the image's ``crop_box`` (unless it covers less
+than ``teacher.crop_min_area`` of the photo: then the map covers the whole photo); fusion or the template
 runs on the foreground cut to that box, with the keypoints shifted into it, so the map's 64×64
 cells all fall on and around the animal. The student crops the photo to the same box.
 """
@@ -188,7 +189,11 @@ class Teacher:
                 sample.image_id, "no segmentation member gave a foreground (empty silhouette?)"
             )
         given = catalogue_orientation(sample.row)
-        crop = None if s.crop_margin is None else foreground_box(foreground, s.crop_margin)
+        crop = (
+            None
+            if s.crop_margin is None
+            else foreground_box(foreground, s.crop_margin, s.crop_min_area)
+        )
         if crop is not None:
             foreground = foreground[crop.y0 : crop.y1, crop.x0 : crop.x1]
             keypoints = keypoints_to_crop(keypoints, crop)

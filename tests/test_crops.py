@@ -73,6 +73,22 @@ def test_crop_margin_is_validated_and_enters_the_teacher_id_only_when_set():
             parse_settings(doc)
 
 
+def test_a_speck_of_foreground_is_no_box():
+    from pseudomasks.members.detection import CropBox, foreground_box
+
+    foreground = np.zeros((100, 200), bool)
+    foreground[40:50, 100:120] = True  # 10 × 20 = 1 % of the photo
+    assert foreground_box(foreground, 0.1, min_area=0.02) is None
+    assert foreground_box(foreground, 0.1, min_area=0.005) == CropBox(98, 39, 122, 51)
+    assert foreground_box(np.zeros((5, 5), bool), 0.1) is None
+    doc = cropping_settings()
+    doc["teacher"]["crop_min_area"] = 0.02  # the default: the same teacher id as unset
+    assert teacher_id(doc) == teacher_id(cropping_settings())
+    doc["teacher"]["crop_min_area"] = 1.0
+    with pytest.raises(UserError, match=r"teacher\.crop_min_area"):
+        parse_settings(doc)
+
+
 def test_the_teacher_boxes_every_image_and_maps_the_box(dataset):  # noqa: F811
     dataset["settings"].write_text(json.dumps(cropping_settings()))
     teacher_dir = dataset["out"] / teacher_id(cropping_settings())

@@ -42,12 +42,16 @@ def padded_box(xyxy: Sequence[float], margin: float, shape: tuple[int, ...]) -> 
     return CropBox(left, top, right, bottom)
 
 
-def foreground_box(foreground: np.ndarray, margin: float) -> CropBox | None:
+def foreground_box(foreground: np.ndarray, margin: float, min_area: float = 0.0) -> CropBox | None:
     """The extent of a bool ``H×W`` foreground grown by ``margin`` (see :func:`padded_box`);
-    None for an empty foreground (nothing to crop to: the image stays whole)."""
+    None (the image stays whole) for an empty foreground or one whose extent covers less than
+    ``min_area`` of the image: a speck the segmenter kept is no animal to cut the photo to."""
     ys = np.flatnonzero(foreground.any(axis=1))
     xs = np.flatnonzero(foreground.any(axis=0))
     if not len(ys):
+        return None
+    extent = (xs[-1] + 1 - xs[0]) * (ys[-1] + 1 - ys[0])
+    if extent < min_area * foreground.shape[0] * foreground.shape[1]:
         return None
     return padded_box((xs[0], ys[0], xs[-1] + 1, ys[-1] + 1), margin, foreground.shape)
 
