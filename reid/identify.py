@@ -49,11 +49,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Gallery:
-    """Gallery images (relative paths under ``root``) and the identity of each."""
+    """Gallery images (relative paths under ``root``) and the identity of each; a catalogue
+    gallery also has its rows' image ids and the animal boxes its dataset's teachers recorded
+    (``teacher_dirs``: the ``masks/`` directory beside a workflow's catalogue)."""
 
     root: Path
     paths: list[str]
     identities: list[str]
+    image_ids: list[str] | None = None
+    teacher_dirs: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,13 @@ def catalogue_gallery(catalogue: Path, root: Path, splits: list[str] | None) -> 
     if table.empty:
         which = f" with split {' or '.join(splits)}" if splits else ""
         raise UserError(f"gallery catalogue {catalogue} has no rows{which}: nothing to match")
-    return Gallery(root, list(table["path"]), list(table["identity"]))
+    return Gallery(
+        root,
+        list(table["path"]),
+        list(table["identity"]),
+        image_ids=list(table["image_id"]),
+        teacher_dirs=catalogue.parent / "masks",
+    )
 
 
 def model_fingerprint(model_dir: Path, preparation: str) -> str:
@@ -156,7 +166,7 @@ def gallery_descriptors(
             flip_test=flip_test,
             workers=workers,
             normalisation=normalisation,
-            boxes=teacher_boxes(paths, crop, device) if crop else None,
+            boxes=gallery_boxes(gallery, missing, crop, device) if crop else None,
         )
         cached.update(zip(keys[missing].tolist(), fresh, strict=True))
     features = np.stack([cached[key] for key in keys.tolist()]).astype(np.float32)
@@ -272,6 +282,20 @@ def teacher_boxes(paths: list[Path], crop: dict, device: torch.device) -> list[A
             "%d of %d photos got no animal box: their whole frames are used", unboxed, len(ids)
         )
     return [boxes.get(i) for i in ids]
+
+
+def gallery_boxes(
+    gallery: Gallery, rows: list[int], crop: dict, device: torch.device
+) -> list[AnimalBox | None]:
+    """The animal boxes of gallery ``rows``: those the model's teacher recorded for a workflow
+    catalogue (its directory beside the catalogue, when there), else drawn by that teacher
+    now (:func:`teacher_boxes`)."""
+    teacher_dir = (gallery.teacher_dirs or Path("/nonexistent")) / crop["teacher_id"]
+    if gallery.image_ids is None or not (teacher_dir / "index.json").is_file():
+        return teacher_boxes([gallery.root / gallery.paths[i] for i in rows], crop, device)
+    _, recorded = load_crop_boxes(teacher_dir)
+    log.info("gallery: animal boxes from %s", teacher_dir)
+    return [recorded.get(gallery.image_ids[i]) for i in rows]
 
 
 def check_readable(paths: list[Path]) -> None:

@@ -241,7 +241,7 @@ def test_extraction_cuts_to_the_same_boxes_and_refuses_other_ones(cropped, capsy
     assert "aaaaaaaaaaaa" in error_line(capsys)
 
 
-def test_identify_boxes_new_photos_with_the_models_teacher(cropped, tmp_path):
+def test_identify_boxes_new_photos_with_the_models_teacher(cropped, tmp_path, caplog):
     config = json.loads((cropped["model"] / "model.json").read_text())
     boxes = load_part_maps(cropped["masks"]).boxes
     ids = ["id3/0", "id4/1"]
@@ -255,7 +255,10 @@ def test_identify_boxes_new_photos_with_the_models_teacher(cropped, tmp_path):
     args = ["identify", str(cropped["root"] / "id3/0.png"), "--model-dir", str(cropped["model"])]
     args += ["--gallery", str(cropped["catalogue"]), "--root", str(cropped["root"])]
     args += ["--gallery-splits", "test", "--format", "json", "--out", str(out), "--device", "cpu"]
-    assert reid_main([*args, "--cache", str(tmp_path / "cache.npz"), "--workers", "0"]) == 0
+    with caplog.at_level("INFO", logger="reid.identify"):
+        assert reid_main([*args, "--cache", str(tmp_path / "cache.npz"), "--workers", "0"]) == 0
+    # The catalogue's own teacher directory already boxes the gallery: no teacher run for it.
+    assert f"animal boxes from {cropped['masks']}" in caplog.text
     best = json.loads(out.read_text())[0]["matches"][0]
     # Its own photo is in the gallery: cut alike on both sides, it matches itself exactly.
     assert best["identity"] == "id3" and best["best_match"] == "id3/0.png"
