@@ -423,7 +423,9 @@ def test_registry_knows_the_neural_members():
     assert member_class("segmentation", "yolo_seg", "w") is YoloSeg
     assert member_class("segmentation", "sam", "w") is SamSegmentation
     assert detector_member_class("yolo_detect", "w") is YoloDetect
-    with pytest.raises(UserError, match="unknown detector member 'yolo'; available: annotations, yolo_detect"):
+    with pytest.raises(
+        UserError, match="unknown detector member 'yolo'; available: annotations, yolo_detect"
+    ):
         detector_member_class("yolo", "w")
 
 
