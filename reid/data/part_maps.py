@@ -3,8 +3,9 @@
 `results/{dataset}/masks/{teacher_id}/` holds `teacher.json` (settings, part names in label order)
 and shards `shard-*.npz` with `image_id`, `labels` (n×S×S uint8, 0 = background, 1..K parts),
 `orientation` and, from a teacher with `crop_margin`, each map's `crop_box` in its image of
-`image_shape` (the maps then cover the animal's box, and the student crops the photo alike). All shards are loaded into memory once: 64×64 uint8 maps are 4 KiB an image, so even
-100k images fit in a few hundred MiB and the data loader never opens a file per sample for them.
+`image_shape` (the maps then cover the animal's box, and the student crops the photo alike).
+All shards are loaded into memory once: 64×64 uint8 maps are 4 KiB an image, so even 100k images
+fit in a few hundred MiB and the data loader never opens a file per sample for them.
 """
 
 from __future__ import annotations
@@ -73,37 +74,37 @@ def _teacher_meta(masks_dir: Path) -> tuple[dict, list[Path]]:
     return meta, shards
 
 
-def crop_record(teacher_id: str, crop_margin: float | None, settings: dict) -> dict | None:
-    """model.json's ``crop``: which teacher's boxes the model sees photos cut to, with that
-    teacher's settings (relative weights paths made absolute) so `reid identify` can have new
-    photos boxed the same way; None for a model that sees whole photos."""
-    if crop_margin is None:
+def crop_record(meta: dict) -> dict | None:
+    """model.json's ``crop`` from a teacher.json: which teacher's boxes the model sees photos cut
+    to, with that teacher's settings (relative weights paths made absolute) so `reid identify`
+    can have new photos boxed the same way; None for a teacher whose maps cover whole photos."""
+    margin = meta.get("identity", {}).get("crop_margin")
+    if margin is None:
         return None
-    settings = json.loads(json.dumps(settings))
+    settings = json.loads(json.dumps(meta.get("settings", {})))
     for entry in (settings.get("weights") or {}).values():
         if isinstance(entry, dict) and entry.get("path"):
             entry["path"] = str(Path(entry["path"]).expanduser().absolute())
-    return {"teacher_id": teacher_id, "margin": crop_margin, "teacher_settings": settings}
+    return {"teacher_id": str(meta["teacher_id"]), "margin": margin, "teacher_settings": settings}
 
 
-def _crop_record_of(meta: dict) -> dict | None:
-    return crop_record(
-        str(meta["teacher_id"]),
-        meta.get("identity", {}).get("crop_margin"),
-        meta.get("settings", {}),
-    )
-
-
-def load_crop_boxes(masks_dir: Path) -> tuple[dict, dict[str, AnimalBox]]:
-    """The crop record (see :func:`crop_record`; UserError for a teacher that does not crop)
-    and image_id → box of one teacher directory, reading no label maps."""
+def cropping_teacher(masks_dir: Path) -> tuple[dict, list[Path]]:
+    """The crop record and shard paths of a teacher directory; UserError for a teacher that
+    does not crop."""
     meta, shards = _teacher_meta(masks_dir)
-    record = _crop_record_of(meta)
+    record = crop_record(meta)
     if record is None:
         raise UserError(
             f"teacher {meta['teacher_id']} ({masks_dir}) has no crop_margin, so it records no "
             "animal boxes: drop --crops, or set crop_margin in its config.yaml teacher entry"
         )
+    return record, shards
+
+
+def load_crop_boxes(masks_dir: Path) -> tuple[dict, dict[str, AnimalBox]]:
+    """The crop record (see :func:`cropping_teacher`) and image_id → box of one teacher
+    directory, reading no label maps."""
+    record, shards = cropping_teacher(masks_dir)
     boxes: dict[str, AnimalBox] = {}
     for shard in shards:
         with read_npz(shard, "a part-map shard", "delete it and rerun the teacher") as data:
@@ -131,5 +132,5 @@ def load_part_maps(masks_dir: Path) -> PartMaps:
         labels=np.concatenate(labels).astype(np.uint8, copy=False),
         orientation=np.asarray(orientation),
         boxes=boxes,
-        crop=_crop_record_of(meta),
+        crop=crop_record(meta),
     )

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reid.data.part_maps import load_crop_boxes
+from reid.data.part_maps import cropping_teacher
 from reid.engine.extract import save_trained_model
 from reid.errors import UserError
 from reid.models import ModelSpec, build_model
@@ -51,7 +51,7 @@ def freeze(
         "num_parts": 0,
         "part_names": [],
         "teacher_id": None,
-        "crop": load_crop_boxes(crops)[0] if crops else None,
+        "crop": cropping_teacher(crops)[0] if crops else None,
         "settings": {"model": settings, "flip_test": flip_test},
         "epochs": 0,
         "selected_epoch": 0,
