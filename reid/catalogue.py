@@ -36,9 +36,12 @@ OPTIONAL: tuple[str, ...] = (
     "encounter",
     "group",
     "keypoints",
+    # A binary mask file relative to the root, or the mask inline as a COCO segmentation in JSON
+    # (polygons [x1, y1, ...] or RLE {"size": [h, w], "counts": ...}, as wildlife-datasets keeps
+    # them). The teacher's `annotations` segmentation member reads it.
     "silhouette",
-    # The animal's box, JSON [x, y, w, h] in image pixels (wildlife-datasets' convention). Recorded
-    # for what comes next; nothing crops by it yet.
+    # The animal's box, JSON [x, y, w, h] in image pixels (wildlife-datasets' convention): the
+    # teacher's `annotations` detector crops by it.
     "bbox",
 )
 COLUMNS: tuple[str, ...] = REQUIRED + OPTIONAL
@@ -220,10 +223,19 @@ def validate_catalogue(
         "write a JSON list [x, y, w, h] in pixels with w and h above 0, or leave it empty",
         show("bbox"),
     )
-    for column in ("path", "silhouette"):
+    inline = [_inline_segmentation(text) for text in table["silhouette"]]
+    report(
+        "malformed silhouette",
+        [r for r, text in enumerate(table["silhouette"]) if _looks_inline(text) and not inline[r]],
+        "give a mask file relative to the dataset root, a COCO segmentation in JSON (polygons "
+        '[x1, y1, ...] or RLE {"size": [h, w], "counts": ...}) or leave it empty',
+        no_detail,
+    )
+    files = table["silhouette"].where([not _looks_inline(text) for text in table["silhouette"]], "")
+    for column, values in (("path", table["path"]), ("silhouette", files)):
         report(
             f"absolute {column}",
-            [r for r, p in enumerate(table[column]) if p and Path(p).is_absolute()],
+            [r for r, p in enumerate(values) if p and Path(p).is_absolute()],
             f"make {column} relative to the dataset root {root}",
             show(column),
         )
@@ -234,10 +246,10 @@ def validate_catalogue(
         f"fix path (relative to the dataset root {root}) or remove the row",
         show("path"),
     )
-    silhouette_exists = _existing(root, table["silhouette"])
+    silhouette_exists = _existing(root, files)
     report(
         "missing silhouette file",
-        [r for r, ok in enumerate(silhouette_exists) if not ok and table.at[r, "silhouette"]],
+        [r for r, ok in enumerate(silhouette_exists) if not ok and files[r]],
         f"fix silhouette (relative to the dataset root {root}) or leave it empty",
         show("silhouette"),
     )
@@ -292,6 +304,36 @@ def _keypoints_ok(text: str) -> bool:
 def _bbox_ok(text: str) -> bool:
     values = _numbers(text)
     return values is not None and len(values) == 4 and values[2] > 0 and values[3] > 0
+
+
+def _looks_inline(text: str) -> bool:
+    return text.lstrip()[:1] in ("[", "{")
+
+
+def _inline_segmentation(text: str) -> bool:
+    """True for a silhouette cell that is a well-formed COCO segmentation in JSON."""
+    if not _looks_inline(text):
+        return False
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return False
+    if isinstance(value, dict):
+        size, counts = value.get("size"), value.get("counts")
+        return (
+            isinstance(size, list)
+            and len(size) == 2
+            and all(isinstance(v, int) and v > 0 for v in size)
+            and (isinstance(counts, str) or isinstance(counts, list))
+        )
+    polygons = value if value and isinstance(value[0], list) else [value]
+    return bool(polygons) and all(
+        isinstance(p, list)
+        and len(p) >= 6
+        and len(p) % 2 == 0
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in p)
+        for p in polygons
+    )
 
 
 def _existing(root: Path, paths: Iterable[str]) -> list[bool]:

@@ -230,6 +230,20 @@ def test_malformed_bbox(tmp_path: Path, bbox: str) -> None:
     assert "JSON list [x, y, w, h] in pixels" in message
 
 
+def test_inline_silhouettes_are_checked_as_coco_segmentations_not_as_files(tmp_path: Path) -> None:
+    good = [
+        image_row("c/1", "c", silhouette="[[0, 0, 4, 0, 4, 4]]"),
+        image_row("c/2", "c", silhouette='{"size": [8, 8], "counts": "PP0"}'),
+        image_row("c/3", "c", silhouette="[0, 0, 4, 0, 4, 4, 0, 4.5]"),
+    ]
+    validate_catalogue(dataset(tmp_path, GOOD + good), tmp_path)  # no file looked for
+    bad = ["[1, 2, 3, 4]", '{"size": [8], "counts": "PP0"}', "[[1, 2, 3, 4, 5, true]]", "[1,"]
+    rows = GOOD + [image_row(f"d/{i}", "d", silhouette=cell) for i, cell in enumerate(bad)]
+    message = problem_message(tmp_path, dataset(tmp_path, rows))
+    assert "malformed silhouette in 4 row(s): row 6 (image_id=d/0)" in message
+    assert "COCO segmentation in JSON" in message and "missing silhouette file" not in message
+
+
 def test_corrupt_image_found_by_header_check_only_when_asked(tmp_path: Path) -> None:
     df = dataset(tmp_path, GOOD)
     (tmp_path / "a/2.jpg").write_bytes(b"this is not an image")

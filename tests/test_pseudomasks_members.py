@@ -101,6 +101,23 @@ def test_annotation_silhouette_reads_and_resizes(tmp_path: Path):
         member.predict([sample({"silhouette": "missing.png"}, root=tmp_path)], [None])
 
 
+def test_annotation_silhouette_reads_inline_coco_segmentations():
+    member = AnnotationSilhouette({}, CONTEXT)
+    rows = [
+        {"image_id": "poly", "silhouette": "[[6, 4, 18, 4, 18, 12, 6, 12]]"},
+        {"image_id": "rle", "silhouette": '{"size": [2, 3], "counts": [1, 2, 3]}'},
+    ]
+    out = member.predict([sample(r) for r in rows], [None, None])
+    expected = np.zeros((32, 48), bool)
+    expected[4:12, 6:18] = True
+    np.testing.assert_array_equal(out[0], expected)
+    # The 2×3 RLE (pixels (1, 0) and (0, 1) set) resized, nearest, to the 32×48 image.
+    assert out[1][16:, :16].all() and out[1][:16, 16:32].all()
+    assert not out[1][:16, :16].any() and not out[1][:, 32:].any()
+    with pytest.raises(UserError, match="row 'bad': silhouette is neither"):
+        member.predict([sample({"image_id": "bad", "silhouette": "[1, 2]"})], [None])
+
+
 def test_keypoint_ensemble_takes_the_most_confident_member():
     first = np.array([[1.0, 1.0, 0.9], [2.0, 2.0, 0.2], [3.0, 3.0, 0.5]])
     second = np.array([[9.0, 9.0, 0.4], [8.0, 8.0, 0.8], [7.0, 7.0, 0.5]])

@@ -12,15 +12,25 @@ import sys
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from PIL import Image
 from test_workflow import shipped_config, snakemake, succeeded, tiny_training, write_config
-from wildlife_tree import make_smalst_tree, make_stripespotter_tree
+from wildlife_tree import (
+    CZOO_IDS,
+    SEATURTLE_IDS,
+    SEATURTLE_SPLITS,
+    make_czoo_tree,
+    make_seaturtle_tree,
+    make_smalst_tree,
+    make_stripespotter_tree,
+)
 
-from reid.catalogue import COLUMNS, read_catalogue
-from reid.datasets import build_catalogue, expected_paths
+from pseudomasks.coco_segmentation import decode
+from reid.catalogue import COLUMNS, read_catalogue, write_catalogue
+from reid.datasets import build_catalogue, expected_paths, wildlife
 from reid.datasets.wildlife import SPLIT_KINDS
 from reid.errors import UserError
 
@@ -118,6 +128,60 @@ def test_smalst_masks_become_silhouettes(tmp_path: Path) -> None:
     for row in table.to_dict("records"):
         assert row["silhouette"] == df.at[int(row["image_id"]), "segmentation"]
         assert (root / row["silhouette"]).is_file() and row["bbox"] == ""
+
+
+def test_seaturtle_published_split_and_inline_masks(tmp_path: Path) -> None:
+    """SeaTurtleID2022 keeps its masks in the metadata (polygons or RLE): they reach the
+    catalogue as COCO JSON and decode to the masks drawn; `original` is its split_closed."""
+    root, drawn = make_seaturtle_tree(tmp_path)
+    table = catalogue(root, "SeaTurtleID2022", {"kind": "original"})
+    write_catalogue(table, tmp_path / "catalogue.csv")  # the JSON survives the CSV file
+    table = read_catalogue(tmp_path / "catalogue.csv")
+    assert any(
+        "\\" in json.loads(cell).get("counts", "") for cell in table["silhouette"] if "{" in cell
+    )
+    photos = len(SEATURTLE_IDS) * len(SEATURTLE_SPLITS)
+    assert len(table) == photos - len(SEATURTLE_IDS)  # the 'valid' photos are left out
+    for row in table.to_dict("records"):
+        file_name = row["path"].removeprefix("turtles-data/data/")
+        k = int(Path(file_name).stem) % 10 - 1
+        assert row["split"] == SEATURTLE_SPLITS[k] and row["identity"] in SEATURTLE_IDS
+        assert json.loads(row["silhouette"])  # inline, not a file
+        mask = decode(row["silhouette"], drawn[file_name].shape, row["image_id"])
+        np.testing.assert_array_equal(mask, drawn[file_name])
+        x, y, w, h = json.loads(row["bbox"])
+        ys, xs = np.nonzero(drawn[file_name])
+        assert (x, y, x + w - 1, y + h - 1) == (xs.min(), ys.min(), xs.max(), ys.max())
+
+
+def test_keypoints_pairs_or_triples_become_catalogue_triples(tmp_path: Path) -> None:
+    """CZoo keeps five face landmarks as x, y pairs (inf where missing): each becomes x, y, 2,
+    a missing one 0, 0, 0 (the COCO convention the annotations pose member reads)."""
+    root, written = make_czoo_tree(tmp_path)
+    table = catalogue(root, "CZoo", {"kind": "closed_set", "ratio_train": 0.5, "seed": 0})
+    assert len(table) == len(written)
+    for row in table.to_dict("records"):
+        values = np.asarray(json.loads(row["keypoints"])).reshape(-1, 3)
+        pairs = np.asarray(written[row["path"]]).reshape(-1, 2)
+        missing = np.isnan(pairs).any(axis=1)
+        np.testing.assert_array_equal(values[~missing, :2], pairs[~missing])
+        assert (values[~missing, 2] == 2).all() and (values[missing] == 0).all()
+    assert sum(json.loads(k)[-1] == 0 for k in table["keypoints"]) == len(CZOO_IDS)
+
+
+def test_keypoints_triples_stay_as_they_are() -> None:
+    """ATRW's keypoints are x, y, v triples (v in 0..2): copied as they are."""
+    triples = [[10.0, 20.0, 2.0, 0.0, 0.0, 0.0, 30.5, 40.0, 1.0], [1.0, 2.0, 2.0] * 3, None]
+    df = pd.DataFrame({"keypoints": triples})
+    out = wildlife._keypoints(df, "ATRW")
+    assert [json.loads(v) for v in out[:2]] == triples[:2] and out[2] == ""
+
+
+def test_original_split_needs_the_datasets_own(stripespotter: Path) -> None:
+    with pytest.raises(UserError, match="StripeSpotter has no published split"):
+        catalogue(stripespotter, "StripeSpotter", {"kind": "original"})
+    with pytest.raises(UserError, match="kind original takes no arguments"):
+        catalogue(stripespotter, "StripeSpotter", {"kind": "original", "seed": 0})
 
 
 def test_unknown_class_names_the_close_ones(stripespotter: Path) -> None:
@@ -219,7 +283,7 @@ def test_config_schema_accepts_the_adapter_and_checks_its_options() -> None:
     config["datasets"]["nyala_wd"] = entry
     jsonschema.validate(config, schema)
     kinds = schema["$defs"]["dataset"]["then"]["properties"]["options"]["properties"]["split"]
-    assert kinds["properties"]["kind"]["enum"] == list(SPLIT_KINDS)
+    assert kinds["properties"]["kind"]["enum"] == [*SPLIT_KINDS, "original"]
     for options, message in (
         ({"split": {"kind": "closed_set"}}, "'dataset' is a required property"),
         ({"dataset": "NyalaData", "split": {"kind": "random"}}, "'random' is not one of"),
@@ -230,39 +294,42 @@ def test_config_schema_accepts_the_adapter_and_checks_its_options() -> None:
 
 
 @pytest.mark.slow
-def test_smalst_through_the_dag_with_its_masks_as_the_teachers_foreground(tmp_path: Path) -> None:
-    """catalogue → teacher (the catalogue's silhouettes, split by the template) → train →
-    extract → evaluate, on a SMALST tree, as a user configures it."""
-    root = make_smalst_tree(tmp_path)
+def test_seaturtle_through_the_dag_with_its_inline_masks_as_the_teachers_foreground(
+    tmp_path: Path,
+) -> None:
+    """catalogue → teacher (the metadata's polygons and RLE, split by the template) → train →
+    extract → evaluate, on a SeaTurtleID2022 tree with its published split, as a user
+    configures it."""
+    root, _ = make_seaturtle_tree(tmp_path)
     config = shipped_config()
     config["teachers"]["silhouettes"] = {
         "pose": [],
         "segmentation": [{"member": "annotations"}],
         "fallback": "silhouette_template",
     }
-    config["datasets"]["zebra"] = {
+    config["datasets"]["turtles"] = {
         "adapter": "wildlife_datasets",
         "root": str(root),
-        "options": {"dataset": "SMALST", "split": {"kind": "disjoint_set", "n_class_test": 3}},
+        "options": {"dataset": "SeaTurtleID2022", "split": {"kind": "original"}},
         "species": "nyala",
         "teacher": "silhouettes",
-        "model": "paw_vit_demo",
+        "model": "paw_vit_tiny",
         "protocol": "all-vs-all",
     }
-    tiny_training(config, "zebra", "paw_vit_demo")
+    tiny_training(config, "turtles", "paw_vit_tiny")
     write_config(tmp_path, config)
-    run = snakemake(tmp_path, "--cores", "2", "results/zebra/metrics.json")
+    run = snakemake(tmp_path, "--cores", "2", "results/turtles/metrics.json")
     assert succeeded(run, tmp_path)
 
-    table = read_catalogue(tmp_path / "results/zebra/catalogue.csv")
-    assert table["silhouette"].str.startswith("zebra_training_set/bgsub/").all()
-    assert table.groupby("split")["identity"].nunique().to_dict() == {"test": 3, "train": 3}
-    (masks,) = (tmp_path / "results/zebra/masks").iterdir()
+    table = read_catalogue(tmp_path / "results/turtles/catalogue.csv")
+    assert table["silhouette"].str[:1].isin(["[", "{"]).all()
+    assert table["split"].value_counts().to_dict() == {"train": 6, "test": 6}
+    (masks,) = (tmp_path / "results/turtles/masks").iterdir()
     qc = json.loads((masks / "qc.json").read_text())
-    assert qc["counts"] == {"images": 12, "maps": 12, "failed": 0}
+    assert qc["counts"] == {"images": 6, "maps": 6, "failed": 0}  # the training photos
     # The foreground is the masks' rectangle: half the height by three quarters of the width.
-    assert qc["mean_foreground_fraction"] == pytest.approx(0.5 * 0.75, abs=0.02)
-    metrics = json.loads((tmp_path / "results/zebra/metrics.json").read_text())
+    assert qc["mean_foreground_fraction"] == pytest.approx(0.5 * 0.75, abs=0.03)
+    metrics = json.loads((tmp_path / "results/turtles/metrics.json").read_text())
     for key in ("mAP", "rank1", "rank5", "rank10", "mINP"):
         assert 0.0 <= metrics[key] <= 1.0
     assert metrics["provenance"]["epochs"] == 2

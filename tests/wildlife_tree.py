@@ -1,10 +1,13 @@
-"""Miniature datasets in the layouts two wildlife-datasets classes read, made by the tests.
+"""Miniature datasets in the layouts three wildlife-datasets classes read, made by the tests.
 
 StripeSpotter (zebras): images `img_NNN.jpg` anywhere under the root and `data/SightingData.csv`
 (`#imgindex, animal_name, roi ("x y w h"), flank, photo_quality, sighting_date`); rows without
 an animal name are the library's 'unknown' identity. SMALST (zebras): images
 `zebra_training_set/images/zebra_<I>_frame_<NNNN>.jpg` and their masks, as files, under
 `zebra_training_set/bgsub/` with the same name (the library's `segmentation` column).
+SeaTurtleID2022 (turtles): images under `turtles-data/data/`, `metadata_splits.csv` (identity,
+date, published split `split_closed`) and COCO `annotations.json` whose `head` annotations hold
+a box and the mask inline, as polygons or RLE (the library's `segmentation` column).
 
 Each identity is a fixed random stripe pattern on a rectangle "animal" on dark noise; its mask
 is that rectangle.
@@ -12,6 +15,7 @@ is that rectangle.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +99,104 @@ def make_smalst_tree(tmp: Path, frames: int = 4, seed: int = 0) -> Path:
             Image.fromarray(image).save(images / f"{name}.jpg")
             Image.fromarray(mask).save(masks / f"{name}.png")
     return root
+
+
+SEATURTLE_IDS = ("t001", "t002", "t003")
+SEATURTLE_SPLITS = ("train", "train", "valid", "test", "test")  # split_closed of each one's photos
+
+
+def make_seaturtle_tree(tmp: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    """SeaTurtleID2022's layout: 5 photos of each of SEATURTLE_IDS (published split
+    SEATURTLE_SPLITS), each with a `head` annotation whose segmentation is the animal's
+    rectangle: a polygon for even photos, compressed RLE for odd ones. Returns the root and each
+    photo's mask (file name -> bool H×W), as drawn."""
+    from pycocotools import mask as coco_mask
+
+    root = tmp / "seaturtle"
+    data = root / "turtles-data" / "data"
+    rng = np.random.default_rng(0)
+    images, annotations, masks = [], [], {}
+    patterns = _patterns(rng, len(SEATURTLE_IDS))
+    for t, (identity, pattern) in enumerate(zip(SEATURTLE_IDS, patterns, strict=True)):
+        for k, split in enumerate(SEATURTLE_SPLITS):
+            image_id = 10 * t + k + 1
+            file_name = f"images/{identity}/{image_id:04d}.jpg"
+            image, mask = _photo(rng, pattern)
+            (data / file_name).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(data / file_name)
+            masks[file_name] = mask > 0
+            ys, xs = np.nonzero(mask)
+            x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+            if k % 2 == 0:
+                segmentation = [[x0, y0, x1 + 1, y0, x1 + 1, y1 + 1, x0, y1 + 1]]  # pixel edges
+            else:
+                segmentation = coco_mask.encode(np.asfortranarray((mask > 0).astype(np.uint8)))
+                segmentation["counts"] = segmentation["counts"].decode("ascii")
+            images.append(
+                {
+                    "id": image_id,
+                    "file_name": file_name,
+                    "identity": identity,
+                    "date": f"2014:06:{10 + k:02d} 10:00:00",
+                    "timestamp": f"2014-06-{10 + k:02d}T10:00:00",
+                    "width": SIZE,
+                    "height": SIZE,
+                    "year": 2014,
+                    "split_closed": split,
+                    "split_closed_random": split,
+                    "split_open": split,
+                }
+            )
+            annotations.append(
+                {
+                    "id": image_id,
+                    "image_id": image_id,
+                    "category_id": 3,
+                    "bbox": [x0, y0, x1 - x0 + 1, y1 - y0 + 1],
+                    "segmentation": segmentation,
+                    "attributes": {"orientation": ("left", "right", "top", "front", "left")[k]},
+                }
+            )
+    categories = [
+        {"id": 1, "name": "turtle"},
+        {"id": 2, "name": "flipper"},
+        {"id": 3, "name": "head"},
+    ]
+    coco = {"images": [], "annotations": annotations, "categories": categories}
+    (data / "annotations.json").write_text(json.dumps(coco))
+    pd.DataFrame(images).to_csv(data / "metadata_splits.csv", index=False)
+    return root, masks
+
+
+CZOO_IDS = ("Alex", "Bobo")
+CZOO_DIR = "chimpanzee_faces-master/datasets_cropped_chimpanzee_faces/data_CZoo"
+
+
+def make_czoo_tree(tmp: Path, images: int = 3) -> tuple[Path, dict[str, list[float]]]:
+    """CZoo's layout: face crops under CZOO_DIR and `annotations_czoo.txt`, one line per photo
+    (`Filename <path> Name <id> Age <n> Age_Group <g> Gender <g>` then five landmarks as
+    `<label> <x> <y>`); the second photo of each animal misses its last landmark (`inf inf`).
+    Returns the root and each photo's landmarks as written (path -> [x, y, ...], NaN missing)."""
+    root = tmp / "czoo"
+    folder = root / CZOO_DIR
+    (folder / "face_images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    lines, written = [], {}
+    for identity, pattern in zip(CZOO_IDS, _patterns(rng, len(CZOO_IDS)), strict=True):
+        for k in range(images):
+            name = f"face_images/{identity}_{k}.png"
+            image, _ = _photo(rng, pattern)
+            Image.fromarray(image).save(folder / name)
+            points = rng.integers(4, SIZE - 4, size=10).astype(float).tolist()
+            if k == 1:
+                points[8:] = [float("nan"), float("nan")]
+            written[f"{CZOO_DIR}/{name}"] = points
+            marks = " ".join(
+                f"{label} {'inf' if np.isnan(x) else int(x)} {'inf' if np.isnan(y) else int(y)}"
+                for label, x, y in zip(
+                    ("LE", "RE", "N", "LM", "RM"), points[::2], points[1::2], strict=True
+                )
+            )
+            lines.append(f"Filename {name} Name {identity} Age 10 Age_Group Adult Gender F {marks}")
+    (folder / "annotations_czoo.txt").write_text("\n".join(lines) + "\n")
+    return root, written

@@ -1,7 +1,9 @@
 """Members that read the catalogue's own annotations instead of predicting them.
 
 ``keypoints`` is a JSON list ``[x, y, v, ...]`` in image pixels in the species' schema order;
-``silhouette`` is a binary PNG path relative to the dataset root. An empty or absent cell means
+``silhouette`` is a binary PNG path relative to the dataset root, or the mask itself as a COCO
+segmentation in JSON (polygons or RLE, as wildlife-datasets keeps them; see
+:mod:`pseudomasks.coco_segmentation`). An empty or absent cell means
 "nothing for this image" (None), so other members or the fallback take over. Both are in
 full-image pixels, so these members never read pixels (``reads_pixels = False``): the teacher
 gives them the full image even when a detector crops it for the others.
@@ -20,6 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from pseudomasks import coco_segmentation
 from pseudomasks.errors import UserError
 from pseudomasks.images import read_binary_mask
 from pseudomasks.members.base import PoseMember, Sample, SegmentationMember
@@ -66,8 +69,14 @@ class AnnotationSilhouette(SegmentationMember):
     ) -> list[np.ndarray | None]:
         out: list[np.ndarray | None] = []
         for sample in samples:
-            rel = sample.row.get("silhouette", "").strip()
-            out.append(read_binary_mask(sample.root / rel, sample.image.shape[:2]) if rel else None)
+            cell = sample.row.get("silhouette", "").strip()
+            shape = sample.image.shape[:2]
+            if not cell:
+                out.append(None)
+            elif coco_segmentation.is_inline(cell):
+                out.append(coco_segmentation.decode(cell, shape, sample.image_id))
+            else:
+                out.append(read_binary_mask(sample.root / cell, shape))
         return out
 
 

@@ -15,9 +15,12 @@ Its metadata becomes catalogue rows:
     encounter    the library's `encounter`, else `video`, else the calendar day of `date`:
                  photos of one animal in one encounter are junk for each other (all-vs-all)
     bbox         the library's box [x, y, w, h] in image pixels, as JSON
-    silhouette   the library's `segmentation` where it is a mask file under root (e.g. SMALST);
-                 masks given as polygons or RLE are left out (logged), the teacher's
-                 segmentation members make that foreground instead
+    keypoints    the library's `keypoints` as JSON [x, y, v, ...] for the `annotations` pose
+                 member: lists of x, y, visibility triples (ATRW) as they are; lists of x, y
+                 pairs (CZoo, CTai face landmarks) get v = 2, or 0 where a point is missing (NaN)
+    silhouette   the library's `segmentation`: a mask file under root (e.g. SMALST) as its path,
+                 polygons or RLE (e.g. SeaTurtleID2022) as COCO JSON in the cell; the teacher's
+                 `annotations` segmentation member reads either as the animal's foreground
 
 Option `split` picks one of the library's split classes and passes it the other keys, e.g.
     {kind: disjoint_set, ratio_class_test: 0.5, seed: 0}      new animals at test time
@@ -25,8 +28,12 @@ Option `split` picks one of the library's split classes and passes it the other 
     {kind: open_set, ratio_train: 0.8, n_class_test: 10}      some animals only at test time
     {kind: time_proportion, ratio: 0.5}                       each animal's earlier days train
     {kind: time_cutoff, year: 2020}                           years before train, that year test
+    {kind: original}                                          the dataset's published split
 Its training rows become split 'train', its test rows 'test' (evaluated all-vs-all); rows in
 neither (unknown identity, no date for a time-aware split, after the cutoff) are left out.
+`original` reads the library's `original_split` column, where the dataset has one (ATRW,
+NyalaData, SeaTurtleID2022, ...): 'train' and 'test' as they are; other values (a validation
+set) are left out, logged with their counts.
 
 The library is imported only when a catalogue is built, so the workflow's preflight (which reads
 this module's options) works without it.
@@ -34,6 +41,7 @@ this module's options) works without it.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import difflib
 import inspect
@@ -43,6 +51,7 @@ import logging
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pandas as pd
 
 from reid.errors import UserError
@@ -59,6 +68,7 @@ SPLIT_KINDS: dict[str, str] = {
     "time_proportion_open_set": "TimeProportionOpenSetSplit",
     "time_cutoff": "TimeCutoffSplit",
 }
+ORIGINAL = "original"  # split kind: the dataset's own `original_split` column
 ENCOUNTER_COLUMNS = ("encounter", "video")
 _INSTALL = "install it with pip install 'paw-reid[wildlife]' (make installs it)"
 _SHOWN = 3
@@ -74,7 +84,7 @@ def load(
     root = Path(root)
     datasets, splits = _library()
     cls = _dataset_class(datasets, dataset)
-    splitter = _splitter(splits, split)
+    splitter = None if _kind(split) == ORIGINAL else _splitter(splits, split)
     df = _metadata(cls, dataset, root)
     if not _has_identities(df, cls.unknown_name):
         raise UserError(
@@ -82,7 +92,10 @@ def load(
             f"is empty or {cls.unknown_name!r}); re-identification needs them: use a dataset "
             f"with identity labels or label this one"
         )
-    where = _split_labels(splitter, df, split)
+    if splitter is None:
+        where = _original_split(df, dataset)
+    else:
+        where = _split_labels(splitter, df, split)
     kept = where != ""
     if (~kept).any():
         log.info(
@@ -104,7 +117,8 @@ def load(
             "orientation": _orientations(df, dict(orientation_map or {}), dataset),
             "encounter": _encounters(df),
             "bbox": _boxes(df),
-            "silhouette": _silhouettes(df, root, dataset),
+            "keypoints": _keypoints(df, dataset),
+            "silhouette": _silhouettes(df),
         }
     )
 
@@ -139,15 +153,25 @@ def _dataset_class(datasets: ModuleType, name: str) -> type:
     )
 
 
-def _splitter(splits: ModuleType, split: dict[str, object]) -> object:
-    """The library's splitter for option `split` ({kind: ..., its arguments})."""
-    if not isinstance(split, dict) or split.get("kind") not in SPLIT_KINDS:
-        kind = split.get("kind") if isinstance(split, dict) else split
+def _kind(split: object) -> object:
+    kind = split.get("kind") if isinstance(split, dict) else split
+    if kind == ORIGINAL and isinstance(split, dict) and len(split) > 1:
+        extra = ", ".join(sorted(k for k in split if k != "kind"))
+        raise UserError(
+            f"wildlife_datasets option split: kind original takes no arguments (got {extra}); "
+            f"the dataset's published split is used as it is"
+        )
+    if not isinstance(split, dict) or (kind != ORIGINAL and kind not in SPLIT_KINDS):
         raise UserError(
             f"wildlife_datasets option split.kind={kind!r} is unknown; use one of "
-            f"{', '.join(SPLIT_KINDS)}, e.g. split: {{kind: disjoint_set, ratio_class_test: 0.5, "
-            f"seed: 0}}"
+            f"{', '.join([*SPLIT_KINDS, ORIGINAL])}, e.g. split: {{kind: disjoint_set, "
+            f"ratio_class_test: 0.5, seed: 0}}"
         )
+    return kind
+
+
+def _splitter(splits: ModuleType, split: dict[str, object]) -> object:
+    """The library's splitter for option `split` ({kind: ..., its arguments})."""
     cls = getattr(splits, SPLIT_KINDS[split["kind"]])
     arguments = {k: v for k, v in split.items() if k != "kind"}
     allowed = sorted(
@@ -225,6 +249,32 @@ def _split_labels(splitter: object, df: pd.DataFrame, split: dict[str, object]) 
     return where
 
 
+def _original_split(df: pd.DataFrame, name: str) -> pd.Series:
+    """'train', 'test' or '' for each row of `df`, from the dataset's `original_split`."""
+    if "original_split" not in df.columns:
+        raise UserError(
+            f"wildlife_datasets {name} has no published split (no original_split column in its "
+            f"metadata); pick a split kind of the library, e.g. split: {{kind: disjoint_set, "
+            f"ratio_class_test: 0.5, seed: 0}}"
+        )
+    values = pd.Series([_text(v).lower() for v in df["original_split"]], index=df.index)
+    where = values.where(values.isin(["train", "test"]), "")
+    other = values[where == ""].replace("", "(empty)").value_counts()
+    if len(other):
+        log.info(
+            "wildlife_datasets %s: original_split %s left out (neither train nor test)",
+            name,
+            ", ".join(f"{v!r} ({n} rows)" for v, n in other.items()),
+        )
+    for part in ("train", "test"):
+        if not (where == part).any():
+            raise UserError(
+                f"wildlife_datasets {name}: its original_split has no {part} rows (only "
+                f"{', '.join(sorted(set(values)))}); pick a split kind of the library instead"
+            )
+    return where
+
+
 def _warn_shared_images(df: pd.DataFrame, name: str) -> None:
     shared = df["path"].duplicated(keep=False)
     if shared.any():
@@ -291,23 +341,83 @@ def _box(value: object) -> str:
     return json.dumps(numbers)
 
 
-def _silhouettes(df: pd.DataFrame, root: Path, name: str) -> list[str]:
+def _keypoints(df: pd.DataFrame, name: str) -> list[str]:
+    """Each row's keypoints as JSON [x, y, v, ...]. The library keeps triples for some datasets
+    and pairs for others; the dataset's rows decide: triples when every list's length divides
+    by 3 and every third value is a COCO visibility flag (0, 1, 2), else pairs when every
+    length is even. Anything else is left out, logged."""
+    if "keypoints" not in df.columns:
+        return [""] * len(df)
+    rows = [_numbers_or_none(v) for v in df["keypoints"]]
+    given = [r for r in rows if r is not None and len(r)]
+    if not given:
+        return [""] * len(df)
+    if all(len(r) % 3 == 0 and np.isin(r[2::3], (0, 1, 2)).all() for r in given):
+        triples = [None if r is None or not len(r) else r.reshape(-1, 3) for r in rows]
+    elif all(len(r) % 2 == 0 for r in given):
+        pairs = [None if r is None or not len(r) else r.reshape(-1, 2) for r in rows]
+        triples = [None if p is None else _with_visibility(p) for p in pairs]
+    else:
+        log.warning(
+            "wildlife_datasets %s: its keypoints are neither [x, y, v] triples nor [x, y] pairs "
+            "in every row; the catalogue leaves them out",
+            name,
+        )
+        return [""] * len(df)
+    return ["" if t is None else json.dumps(t.ravel().tolist()) for t in triples]
+
+
+def _numbers_or_none(value: object) -> np.ndarray | None:
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value.strip()) if value.strip() else None
+        except (ValueError, SyntaxError):
+            return None
+    if value is None or not pd.api.types.is_list_like(value):
+        return None
+    try:
+        return np.asarray(value, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        return None
+
+
+def _with_visibility(pairs: np.ndarray) -> np.ndarray:
+    """x, y, v rows: v = 2 (labelled, visible) where the point is there, 0 and (0, 0) where not."""
+    missing = ~np.isfinite(pairs).all(axis=1)
+    triples = np.column_stack([np.where(missing[:, None], 0.0, pairs), np.where(missing, 0, 2)])
+    return triples
+
+
+def _silhouettes(df: pd.DataFrame) -> list[str]:
     if "segmentation" not in df.columns:
         return [""] * len(df)
-    files = [Path(v).as_posix() if isinstance(v, str) and v else "" for v in df["segmentation"]]
-    inline = sum(
-        1 for v, f in zip(df["segmentation"], files, strict=True) if not f and not _missing(v)
-    )
-    if inline:
-        log.warning(
-            "wildlife_datasets %s: %d segmentations are polygons or RLE, not mask files under "
-            "%s; the catalogue keeps only mask files as silhouettes, so the teacher's "
-            "segmentation members make those foregrounds",
-            name,
-            inline,
-            root,
-        )
-    return files
+    return [_silhouette(v) for v in df["segmentation"]]
+
+
+def _silhouette(value: object) -> str:
+    """A mask file's path as it is; polygons or an RLE as compact COCO JSON; '' when missing."""
+    if isinstance(value, str):
+        value = value.strip()
+        if value[:1] not in ("[", "{"):
+            return Path(value).as_posix() if value else ""
+        try:  # the library's CSV-backed classes keep the Python literal as text
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value  # the catalogue check names it as a malformed silhouette
+    if _missing(value) or (pd.api.types.is_list_like(value) and len(value) == 0):
+        return ""
+    return json.dumps(_plain(value), separators=(",", ":"))
+
+
+def _plain(value: object) -> object:
+    """`value` with numpy arrays, numbers and bytes made JSON-serialisable."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, bytes):
+        return value.decode("ascii")
+    if pd.api.types.is_list_like(value):
+        return [_plain(v) for v in value]
+    return value.item() if hasattr(value, "item") else value
 
 
 def _missing(value: object) -> bool:
