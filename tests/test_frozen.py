@@ -1,7 +1,8 @@
 """Frozen descriptors: pretrained backbones used as they are, beside the trained models.
 
-The weights are random but of the real architectures (a tiny ViT, EfficientNet-Lite0), written to
-files in tmp_path the way a downloaded checkpoint is; the reference descriptor is timm's own
+The weights are random but of the real architectures (a tiny ViT, EfficientNet-Lite0, and the
+shipped foundation models' own: Swin-L, DINOv2 S/B, CLIP B), written to files in tmp_path the
+way a downloaded checkpoint is; the reference descriptor is timm's own
 pooled feature of the same weights on the same pixels, prepared here without this package.
 """
 
@@ -274,3 +275,44 @@ def test_a_dataset_of_frozen_models_end_to_end_with_its_comparison(tmp_path):
     assert [row.split(" | ")[0] for row in rows] == ["| efflite0_frozen", "| efflite0_small"]
     assert all(row.endswith("| frozen | 1280-d |") for row in rows)
     assert "<table>" in (tmp_path / "results/demo/comparison.html").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("entry", "dim"),
+    [
+        ("megadescriptor_l384", 1536),
+        ("dinov2_vits14", 384),
+        ("dinov2_vitb14", 768),
+        ("clip_vitb16", 768),
+    ],
+)
+def test_the_shipped_foundation_entries_load_files_of_their_real_architectures(
+    tmp_path, entry, dim
+):
+    """Each shipped foundation-model entry as it is (architecture, input size), loading random
+    weights of that architecture saved as the hub file is (no classifier, the file's format), gives
+    timm's own pooled feature of those weights."""
+    config = shipped_config()
+    spec = dict(config["models"][entry])
+    path = tmp_path / Path(config["weights"][spec["pretrained"]]["path"]).name
+    torch.manual_seed(0)
+    reference = timm.create_model(
+        spec["arch"], pretrained=False, num_classes=0, img_size=spec["img_size"]
+    )
+    state = {k: v.contiguous() for k, v in reference.state_dict().items()}
+    if path.suffix == ".safetensors":
+        save_file(state, str(path))
+    else:
+        torch.save(state, path)
+    spec["pretrained"] = {"path": str(path)}
+    written = freeze(ModelSpec(**spec), tmp_path / entry)
+    assert written["pretrained_weights"]["path"] == str(path)
+    from reid.engine.extract import load_trained_model
+
+    model, _ = load_trained_model(tmp_path / entry, torch.device("cpu"))
+    pixels = torch.rand(1, 3, spec["img_size"], spec["img_size"])
+    with torch.no_grad():
+        ours, expected = model(pixels), reference.eval()(pixels)
+    assert ours.shape == expected.shape == (1, dim)
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5)
