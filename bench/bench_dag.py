@@ -52,7 +52,8 @@ def small_demo_config() -> dict:
         "seed": 0,
     }
     demo["train"] = {"epochs": 2, "eval_every": 0, "batch": {"identities": 3, "images": 2}}
-    config["models"]["paw_vit_demo"]["img_size"] = 32
+    demo["model"] = "paw_vit_tiny"
+    config["models"]["paw_vit_tiny"]["img_size"] = 32
     return config
 
 

@@ -506,7 +506,7 @@ def test_demo_dag_with_the_local_gpu_profile(tmp_path):
     profile = REPO / "workflow" / "profiles" / "local-gpu"
     targets = ["results/demo/metrics.json", "results/demo/figures/README.md"]
     assert succeeded(snakemake(tmp_path, "--profile", str(profile), *targets), tmp_path)
-    config = json.loads((tmp_path / "results/demo/paw_vit_demo/model.json").read_text())
+    config = json.loads((tmp_path / "results/demo/paw_vit_tiny/model.json").read_text())
     assert config["device"] == "cuda:0" and config["precision"] == precision()
     metrics = json.loads((tmp_path / "results/demo/metrics.json").read_text())
     assert all(0 <= metrics[k] <= 1 for k in ("mAP", "rank1", "rank5", "rank10", "mINP"))

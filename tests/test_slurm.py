@@ -89,7 +89,7 @@ def test_demo_runs_as_slurm_jobs(slurm, tmp_path, monkeypatch):
     )
     assert succeeded(run, tmp_path, slurm.log_tail())
     metrics = json.loads((tmp_path / "results/demo/metrics.json").read_text())
-    assert metrics["provenance"]["model"] == "paw_vit_demo"
+    assert metrics["provenance"]["model"] == "paw_vit_tiny"
     assert finished_jobs(slurm) == SLURM_JOBS
     # the plugin's Slurm logs: one directory per rule or group that went through sbatch
     logs = {path.name for path in (tmp_path / ".snakemake/slurm_logs").iterdir()}

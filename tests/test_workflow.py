@@ -48,7 +48,8 @@ def write_config(workdir: Path, config: dict) -> None:
 
 
 def tiny_training(config: dict, dataset: str, model: str) -> None:
-    """Two epochs of the tiny model at 32×32: enough to run every rule, not to learn."""
+    """The dataset trains `model` for two epochs at 32×32: enough to run every rule, not to learn."""
+    config["datasets"][dataset]["model"] = model
     config["datasets"][dataset]["train"] = {
         "epochs": 2,
         "eval_every": 0,
@@ -68,7 +69,7 @@ def small_config(tmp_path: Path) -> None:
         "test_fraction": 0.5,
         "seed": 0,
     }
-    tiny_training(config, "demo", "paw_vit_demo")
+    tiny_training(config, "demo", "paw_vit_tiny")
     write_config(tmp_path, config)
 
 
@@ -184,8 +185,8 @@ def test_demo_dag_end_to_end_with_figures_and_report_then_nothing_to_do(tmp_path
     included, sees the photos cut to the teacher's boxes (its other tests see whole photos)."""
     small_config(tmp_path)
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    config["datasets"]["demo"]["baseline"] = "vit_demo"
-    config["models"]["vit_demo"]["img_size"] = 32
+    config["datasets"]["demo"]["baseline"] = "vit_tiny"
+    config["models"]["vit_tiny"]["img_size"] = 32
     config["teachers"]["ground_truth"]["crop_margin"] = 0.1
     write_config(tmp_path, config)
     targets = ["results/demo/metrics.json", "results/demo/figures/README.md"]
@@ -196,14 +197,14 @@ def test_demo_dag_end_to_end_with_figures_and_report_then_nothing_to_do(tmp_path
     for key in ("mAP", "rank1", "rank5", "rank10", "mINP"):
         assert 0.0 <= metrics[key] <= 1.0
     provenance = metrics["provenance"]
-    assert provenance["model"] == "paw_vit_demo" and provenance["K"] == 5
+    assert provenance["model"] == "paw_vit_tiny" and provenance["K"] == 5
     assert provenance["epochs"] == 2 and len(provenance["teacher_id"]) == 12
     teacher_dir = tmp_path / "results/demo/masks" / provenance["teacher_id"]
     qc = json.loads((teacher_dir / "qc.json").read_text())
     catalogue = (tmp_path / "results/demo/catalogue.csv").read_text().splitlines()
     assert qc["counts"]["maps"] == len(catalogue) - 1  # test photos are boxed too
     assert qc["crop"]["rate"] == 1.0 and 0 < qc["crop"]["mean_area_fraction"] < 1
-    for model in ("paw_vit_demo", "vit_demo", "efflite0_frozen"):
+    for model in ("paw_vit_tiny", "vit_tiny", "efflite0_frozen"):
         record = json.loads((tmp_path / "results/demo" / model / "model.json").read_text())
         assert record["crop"]["teacher_id"] == provenance["teacher_id"], model
         scored = json.loads((tmp_path / "results/demo" / model / "metrics.json").read_text())
@@ -212,28 +213,28 @@ def test_demo_dag_end_to_end_with_figures_and_report_then_nothing_to_do(tmp_path
     figures = {
         "figures/part_maps.png",
         "figures/retrieval_comparison.png",
-        "paw_vit_demo/figures/attention.png",
-        "paw_vit_demo/figures/curves.png",
-        "paw_vit_demo/figures/retrieval.png",
-        "vit_demo/figures/curves.png",
-        "vit_demo/figures/retrieval.png",
+        "paw_vit_tiny/figures/attention.png",
+        "paw_vit_tiny/figures/curves.png",
+        "paw_vit_tiny/figures/retrieval.png",
+        "vit_tiny/figures/curves.png",
+        "vit_tiny/figures/retrieval.png",
     }
     listed = (tmp_path / "results/demo/figures/README.md").read_text()
     for figure in figures:
         path = tmp_path / "results/demo" / figure
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
         assert f"results/demo/{figure}" in listed
-    assert not (tmp_path / "results/demo/vit_demo/figures/attention.png").exists()
+    assert not (tmp_path / "results/demo/vit_tiny/figures/attention.png").exists()
 
     report = tmp_path / "report.html"
     made = snakemake(tmp_path, "--report", str(report), *targets)
     assert succeeded(made, tmp_path)
     html = report.read_text()
     for caption in (
-        "Part attention of paw_vit_demo",
-        "Top-5 retrieval of vit_demo",
+        "Part attention of paw_vit_tiny",
+        "Top-5 retrieval of vit_tiny",
         "Teacher part maps of demo",
-        "Training of paw_vit_demo",
+        "Training of paw_vit_tiny",
     ):
         assert caption in html
 
@@ -247,12 +248,12 @@ def test_a_training_job_with_two_gpus_runs_torchrun_ddp(tmp_path):
     """`--set-resources train:gpu=2` makes the train job launch one process per device (here
     two CPU processes with gloo, as two GPUs would get NCCL)."""
     small_config(tmp_path)
-    target = "results/demo/paw_vit_demo/model.safetensors"
+    target = "results/demo/paw_vit_tiny/model.safetensors"
     run = snakemake(
         tmp_path, target, "--cores", "2", "--resources", "gpu=2", "--set-resources", "train:gpu=2"
     )
     assert succeeded(run, tmp_path)
-    trained = json.loads((tmp_path / "results/demo/paw_vit_demo/model.json").read_text())
+    trained = json.loads((tmp_path / "results/demo/paw_vit_tiny/model.json").read_text())
     assert trained["world_size"] == 2 and trained["epochs"] == 2
 
 
@@ -261,8 +262,8 @@ def test_atrw_as_users_run_it(tmp_path):
     """The real results/atrw rules on a miniature ATRW tree in the official formats."""
     atrw = make_atrw_tree(tmp_path)
     config = shipped_config()
-    config["datasets"]["atrw"].update(root=str(atrw), model="paw_vit_demo", flip_test=True)
-    tiny_training(config, "atrw", "paw_vit_demo")
+    config["datasets"]["atrw"].update(root=str(atrw), model="paw_vit_tiny", flip_test=True)
+    tiny_training(config, "atrw", "paw_vit_tiny")
     write_config(tmp_path, config)
     run = snakemake(tmp_path, "--cores", "2", "results/atrw/metrics.json")
     assert succeeded(run, tmp_path)
@@ -278,7 +279,7 @@ def test_atrw_as_users_run_it(tmp_path):
     submission = tmp_path / "submission.json"
     args = [
         "--features",
-        "results/atrw/paw_vit_demo/features.npz",
+        "results/atrw/paw_vit_tiny/features.npz",
         "--catalogue",
         "results/atrw/catalogue.csv",
     ]
@@ -312,10 +313,10 @@ def test_a_new_species_needs_only_config(tmp_path):
         },
         "species": "yak",
         "teacher": "ground_truth",
-        "model": "paw_vit_demo",
+        "model": "paw_vit_tiny",
         "protocol": "all-vs-all",
     }
-    tiny_training(config, "yaks", "paw_vit_demo")
+    tiny_training(config, "yaks", "paw_vit_tiny")
     write_config(tmp_path, config)
     run = snakemake(tmp_path, "--cores", "2", "results/yaks/metrics.json")
     assert succeeded(run, tmp_path)
@@ -396,7 +397,7 @@ def test_cache_semantics(tmp_path):
     kept = second.stat().st_mtime_ns
     first.unlink()
     (masks / new_id / "index.json").unlink()
-    shutil.rmtree(tmp_path / "results/demo/paw_vit_demo")
+    shutil.rmtree(tmp_path / "results/demo/paw_vit_tiny")
     (tmp_path / "results/demo/metrics.json").unlink()
     plan = planned_jobs(snakemake(tmp_path, "-n", "results/demo/metrics.json"))
     assert plan["teacher_shard"] == 1 and plan["teacher_index"] == 1 and "catalogue" not in plan
