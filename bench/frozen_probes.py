@@ -13,7 +13,10 @@ no workflow around it: it extracts ImageNet EfficientNet-Lite pooled descriptors
 3. linear heads trained on the frozen training descriptors (and their mirror images as new
    identities, as `flip_as_new_identity` does) with cross-entropy, batch-hard triplet or both,
    evaluated on new animals (the identity split of bench/real_photos.py) and on new encounters of
-   the training animals (a closed-set split of the training identities' encounters, half and half).
+   the training animals (a closed-set split of the training identities' encounters, half and half);
+4. the same heads trained with each flank as its own animal (identity/orientation: a model asked
+   to give both flanks of an animal one descriptor must match stripe patterns that differ),
+   evaluated on new animals with each flank its own animal, beside the animal-label heads.
 
 A head that lifts the frozen descriptors' mAP shows the training animals carry transferable
 signal that a short training could pick up; a head that fits its animals (its loss falls) while
@@ -194,6 +197,12 @@ def main() -> int:
         train_features[~first_half, :half],
     ):
         print(line, flush=True)
+    flank_train = train.assign(identity=train["identity"].astype(str) + "/" + train["orientation"])
+    for labels, rows in (("animal", train), ("flank", flank_train)):
+        for line in probe_heads(
+            f"4. {labels} labels, flanks", rows, train_features, by_flank, test_features
+        ):
+            print(line, flush=True)
     return 0
 
 
