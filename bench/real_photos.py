@@ -6,9 +6,11 @@
         --family random-vit --epochs 40
 
 Runs the real workflow (catalogue, teacher, train, extract, evaluate, figures) in ``--workdir`` on
-a folder-shaped dataset (``<identity>/<encounter>_<left|right>photo.jpg``, the nyala layout):
-whole identities are split half train, half test (split seed 0 whatever the training seeds), and
-every model is evaluated all-vs-all with same-encounter images as junk. Part maps come from
+a folder-shaped dataset (``<identity>/<encounter>_<left|right>photo.jpg``, the nyala layout),
+split half train, half test with split seed 0 whatever the training seeds: ``--split identity``
+(default) puts whole identities on either side (new animals at test time), ``--split encounter``
+each identity's encounters (new sightings of known animals). Every model is evaluated
+all-vs-all with same-encounter images as junk. Part maps come from
 ``--teacher``: ``offline`` (GrabCut split by the silhouette template) or ``salient_template``
 (ISNet, its file given by ``--isnet``).
 
@@ -16,7 +18,8 @@ Families:
 - ``efflite0``: the models a machine without a model hub can train, all on ImageNet
   EfficientNet-Lite0 from pip, with config.yaml's settings for them (frozen stride-16 stem,
   192 px): PAW-ViT on the stem, its ViT twin and the whole CNN, once per ``--seeds`` entry.
-  The untrained (ImageNet) metrics are each run's epoch-0 evaluation.
+  The untrained metrics are each run's epoch-0 evaluation (ImageNet stem, random transformer);
+  ImageNet's own pooled features (``efflite0_frozen``, no training) are scored beside them.
 - ``random-vit``: PAW-ViT and a plain ViT of the same size from the same random initialisation
   (one weights file both load), ``--epochs`` at ``--img-size``.
 
@@ -53,6 +56,11 @@ def write_shared_init(path: Path, arch: str, seed: int) -> None:
 
 
 EFFLITE0_MODELS = ("paw_vit_efflite0", "vit_efflite0", "cnn_efflite0")
+FROZEN = "efflite0_frozen"
+SPLITS = {
+    "identity": {"train_fraction": 0.5, "seed": 0},
+    "encounter": {"encounter_fraction": 0.5, "seed": 0},
+}
 
 
 def dataset_entry(args: argparse.Namespace, model: str, baseline: str | None) -> dict:
@@ -61,7 +69,7 @@ def dataset_entry(args: argparse.Namespace, model: str, baseline: str | None) ->
         "root": str(args.data.resolve()),
         "options": {
             "pattern": r"^(?P<encounter>\d+)_(?P<orientation>left|right)photo\.[^.]+$",
-            "split": {"train_fraction": 0.5, "seed": 0},
+            "split": SPLITS[args.split],
         },
         "species": args.species,
         "teacher": args.teacher,
@@ -92,6 +100,7 @@ def workflow_config(args: argparse.Namespace) -> tuple[dict, list[str]]:
                 models.append(name := f"{base}{args.tag}_s{seed}")
                 config["models"][name] = entry
         config["datasets"] = {args.name: dataset_entry(args, models[0], (models[1:] or [None])[0])}
+        config["datasets"][args.name]["compare"] = [FROZEN]
         return config, models
     init = args.workdir.resolve() / "resources" / f"vit_{args.size}_random_seed0.safetensors"
     if not init.is_file():
@@ -136,6 +145,12 @@ def summary(workdir: Path, results: str, models: list[str]) -> list[str]:
             cells = "".join(f"{_mean_sd([r[m] for r in runs]):>16}" for m in METRICS)
             tail = f"{seconds:9.0f}" if label == "trained" else ""
             lines.append(f"{family:<18}{label:>10}{cells}{tail}")
+    frozen = workdir / results / FROZEN / "metrics.json"
+    if frozen.is_file():
+        scored = json.loads(frozen.read_text())
+        lines.append(
+            f"{FROZEN:<18}{'frozen':>10}" + "".join(f"{scored[m]:>16.3f}" for m in METRICS)
+        )
     lines.append(f"({len(next(iter(by_family.values())))} seed(s) per model)")
     return lines
 
@@ -162,6 +177,9 @@ def main() -> int:
     parser.add_argument("--name", default="nyala", help="dataset name in the workflow")
     parser.add_argument("--species", default="nyala", help="species of config.yaml")
     parser.add_argument("--family", default="efflite0", choices=["efflite0", "random-vit"])
+    parser.add_argument(
+        "--split", default="identity", choices=list(SPLITS), help="new animals or new sightings"
+    )
     parser.add_argument("--teacher", default="offline", choices=["offline", "salient_template"])
     parser.add_argument(
         "--isnet", type=Path, help="ISNet .onnx file for --teacher salient_template"
@@ -187,7 +205,8 @@ def main() -> int:
     config, models = workflow_config(args)
     (args.workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     results = f"results/{args.name}"
-    targets = [f"{results}/{model}/metrics.json" for model in models]
+    compared = models + ([FROZEN] if args.family == "efflite0" else [])
+    targets = [f"{results}/{model}/metrics.json" for model in compared]
     targets.append(f"{results}/figures/README.md")
     snakemake = [sys.executable, "-m", "snakemake", "-s", str(PROJECT / "Snakefile")]
     snakemake += ["-d", str(args.workdir), "--cores", str(args.cores)]

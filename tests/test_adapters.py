@@ -476,12 +476,68 @@ def test_folder_identity_split_is_deterministic_and_by_identity(tmp_path: Path) 
     assert any(s != train_identities(df) for s in seeded), "the seed must change the split"
 
 
+def test_folder_split_seed_defaults_to_0(tmp_path: Path) -> None:
+    root = identity_tree(tmp_path, 10)
+    unseeded = build_catalogue("folder", root, {"split": {"train_fraction": 0.3}})
+    seeded = build_catalogue("folder", root, {"split": {"train_fraction": 0.3, "seed": 0}})
+    assert unseeded.equals(seeded)
+
+
+def encounter_tree(root: Path, encounters: dict[str, int]) -> Path:
+    """Identity -> number of encounters, two photos (left, right flank) in each."""
+    for identity, count in encounters.items():
+        for encounter in range(1, count + 1):
+            tiny_image(root / identity / f"{encounter}_leftphoto.jpg")
+            tiny_image(root / identity / f"{encounter}_rightphoto.jpg")
+    return root
+
+
+def test_folder_encounter_split_keeps_encounters_whole_and_every_animal_known(
+    tmp_path: Path,
+) -> None:
+    counts = {"one": 1, "two": 2, "four": 4, "five": 5}
+    root = encounter_tree(tmp_path, counts)
+    split = {"encounter_fraction": 0.5, "seed": 0}
+    df = build_catalogue("folder", root, {"split": split})
+    # Both photos of an encounter fall on one side.
+    assert (df.groupby(["identity", "encounter"])["split"].nunique() == 1).all()
+    train_encounters = df[df["split"] == "train"].groupby("identity")["encounter"].nunique()
+    # round(0.5 * n), at least one and never all: 1 -> 1 (train only), 2 -> 1, 4 -> 2, 5 -> 2.
+    assert train_encounters.to_dict() == {"one": 1, "two": 1, "four": 2, "five": 2}
+    tested = set(df.loc[df["split"] == "test", "identity"])
+    assert tested == {"two", "four", "five"} and tested <= set(
+        df.loc[df["split"] == "train", "identity"]
+    )
+    assert build_catalogue("folder", root, {"split": dict(split)}).equals(df)
+
+    def trained(catalogue: pd.DataFrame) -> set[str]:
+        return set(catalogue.loc[catalogue["split"] == "train", "image_id"])
+
+    reseeded = [
+        trained(build_catalogue("folder", root, {"split": {**split, "seed": seed}}))
+        for seed in range(1, 6)
+    ]
+    assert any(r != trained(df) for r in reseeded), "the seed must change the split"
+
+
+def test_folder_encounter_split_needs_encounters(tmp_path: Path) -> None:
+    root = encounter_tree(tmp_path, {"a": 2, "b": 2})
+    options = {"pattern": r".*photo\.jpg", "split": {"encounter_fraction": 0.5}}
+    with pytest.raises(UserError, match=r"needs every image's encounter.*\(\?P<encounter>"):
+        build_catalogue("folder", root, options)
+    single = encounter_tree(tmp_path / "single", {"a": 1, "b": 1})
+    with pytest.raises(UserError, match="leaves no test images"):
+        build_catalogue("folder", single, {"split": {"encounter_fraction": 0.5}})
+
+
 @pytest.mark.parametrize(
     ("split", "message"),
     [
         ({"train_fraction": 1.5, "seed": 0}, "must be a number between 0 and 1"),
+        ({"encounter_fraction": 0, "seed": 0}, "must be a number between 0 and 1"),
         ({"train_fraction": 0.01, "seed": 0}, "gives 0 of 4 identities to train"),
-        ({"all": "train"}, "use {all: test} or {train_fraction: 0.5, seed: 0}"),
+        ({"all": "train"}, "use {all: test}, {train_fraction: 0.5, seed: 0} or {encounter_"),
+        ({"train_fraction": 0.5, "encounter_fraction": 0.5}, "is not understood"),
     ],
 )
 def test_folder_bad_split(tmp_path: Path, split: dict, message: str) -> None:

@@ -7,12 +7,19 @@ reads optional fields from the name through named groups (`encounter`, `orientat
 `frame`). The default reads Nyala names like `124_leftphoto.jpg`: encounter 124, left flank
 (head on the left of the frame).
 
-Split (option `split`):
+Split (option `split`; `seed` defaults to 0):
     {all: test}                          every image is a 'test' row (all-vs-all evaluation)
-    {train_fraction: 0.5, seed: 0}       whole identities go to 'train' or 'test'
+    {train_fraction: 0.5, seed: 0}       whole identities go to 'train' or 'test': new animals
+                                         at test time
+    {encounter_fraction: 0.5, seed: 0}   each identity's encounters go to 'train' or 'test':
+                                         new sightings of known animals at test time
 The identity split ranks identities by a hash of (seed, identity) and sends the first
 round(train_fraction * n) to train: deterministic on every platform and Python version, and
-adding an identity moves at most one other between train and test.
+adding an identity moves at most one other between train and test. The encounter split ranks
+each identity's encounters the same way by (seed, identity, encounter) and sends the first
+round(encounter_fraction * n) of them to train, at least one and never all: an identity seen in
+one encounter only stays in train (its photos could only match each other, which all-vs-all
+counts as junk).
 """
 
 from __future__ import annotations
@@ -85,8 +92,7 @@ def load(
             f"{images_dir}/<identity>/; check the dataset root and option subdir"
         )
     table = pd.DataFrame(rows)
-    identities = sorted(set(table["identity"]))
-    table["split"] = table["identity"].map(_split_of(identities, split or {"all": "test"}))
+    table["split"] = _splits(table, split or {"all": "test"}, pattern)
     return table
 
 
@@ -118,28 +124,61 @@ def _visible(paths: Iterable[Path]) -> list[Path]:
     return [p for p in paths if not p.name.startswith(".")]
 
 
-def _split_of(identities: list[str], split: dict[str, object]) -> dict[str, str]:
+SPLIT_KINDS = ("train_fraction", "encounter_fraction")
+_SPLIT_EXAMPLES = (
+    "{all: test}, {train_fraction: 0.5, seed: 0} or {encounter_fraction: 0.5, seed: 0}"
+)
+
+
+def _splits(table: pd.DataFrame, split: dict[str, object], pattern: str) -> pd.Series:
+    """Each row's split under option `split`."""
     if split == {"all": "test"}:
-        return dict.fromkeys(identities, "test")
-    if set(split) != {"train_fraction", "seed"}:
+        return pd.Series("test", index=table.index)
+    kinds = [k for k in SPLIT_KINDS if k in split]
+    if len(kinds) != 1 or set(split) - {kinds[0], "seed"}:
+        raise UserError(f"folder option split={split!r} is not understood; use {_SPLIT_EXAMPLES}")
+    kind, seed = kinds[0], split.get("seed", 0)
+    fraction = split[kind]
+    if not isinstance(fraction, int | float) or isinstance(fraction, bool) or not 0 < fraction < 1:
+        raise UserError(f"folder option split.{kind}={fraction!r} must be a number between 0 and 1")
+    if kind == "train_fraction":
+        identities = sorted(set(table["identity"]))
+        return table["identity"].map(_identity_split(identities, fraction, seed))
+    if "encounter" not in table.columns or (table["encounter"].fillna("") == "").any():
         raise UserError(
-            f"folder option split={split!r} is not understood; use {{all: test}} or "
-            f"{{train_fraction: 0.5, seed: 0}}"
+            f"folder option split.encounter_fraction needs every image's encounter, read from "
+            f"its file name by a named group (?P<encounter>...) in option pattern ({pattern!r}); "
+            f"name the files so, or split by identity with {{train_fraction: 0.5, seed: 0}}"
         )
-    fraction, seed = split["train_fraction"], split["seed"]
-    if not isinstance(fraction, int | float) or not 0 < fraction < 1:
-        raise UserError(
-            f"folder option split.train_fraction={fraction!r} must be a number between 0 and 1"
-        )
+    return _encounter_split(table, fraction, seed)
+
+
+def _rank(seed: object, *keys: str) -> str:
+    return hashlib.sha256("\0".join([str(seed), *keys]).encode()).hexdigest()
+
+
+def _identity_split(identities: list[str], fraction: float, seed: object) -> dict[str, str]:
     n_train = round(fraction * len(identities))
     if not 0 < n_train < len(identities):
         raise UserError(
             f"folder option split.train_fraction={fraction} gives {n_train} of "
             f"{len(identities)} identities to train; both train and test need at least one"
         )
-
-    def rank(identity: str) -> str:
-        return hashlib.sha256(f"{seed}\0{identity}".encode()).hexdigest()
-
-    train = set(sorted(identities, key=rank)[:n_train])
+    train = set(sorted(identities, key=lambda identity: _rank(seed, identity))[:n_train])
     return {i: "train" if i in train else "test" for i in identities}
+
+
+def _encounter_split(table: pd.DataFrame, fraction: float, seed: object) -> pd.Series:
+    train: set[tuple[str, str]] = set()
+    for identity, encounters in table.groupby("identity")["encounter"]:
+        ordered = sorted(set(encounters), key=lambda e: _rank(seed, identity, e))
+        n_train = min(max(1, round(fraction * len(ordered))), max(1, len(ordered) - 1))
+        train.update((identity, e) for e in ordered[:n_train])
+    keys = zip(table["identity"], table["encounter"], strict=True)
+    where = pd.Series(["train" if key in train else "test" for key in keys], index=table.index)
+    if not (where == "test").any():
+        raise UserError(
+            "folder option split.encounter_fraction leaves no test images: every identity was "
+            "seen in one encounter only; split by identity with {train_fraction: 0.5, seed: 0}"
+        )
+    return where
