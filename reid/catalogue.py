@@ -223,15 +223,19 @@ def validate_catalogue(
         "write a JSON list [x, y, w, h] in pixels with w and h above 0, or leave it empty",
         show("bbox"),
     )
-    inline = [_inline_segmentation(text) for text in table["silhouette"]]
+    looks_inline = [_looks_inline(text) for text in table["silhouette"]]
     report(
         "malformed silhouette",
-        [r for r, text in enumerate(table["silhouette"]) if _looks_inline(text) and not inline[r]],
+        [
+            r
+            for r, text in enumerate(table["silhouette"])
+            if looks_inline[r] and not _inline_segmentation(text)
+        ],
         "give a mask file relative to the dataset root, a COCO segmentation in JSON (polygons "
         '[x1, y1, ...] or RLE {"size": [h, w], "counts": ...}) or leave it empty',
         no_detail,
     )
-    files = table["silhouette"].where([not _looks_inline(text) for text in table["silhouette"]], "")
+    files = table["silhouette"].where([not inline for inline in looks_inline], "")
     for column, values in (("path", table["path"]), ("silhouette", files)):
         report(
             f"absolute {column}",

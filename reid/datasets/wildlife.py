@@ -48,6 +48,7 @@ import inspect
 import io
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -116,9 +117,9 @@ def load(
             "split": list(where),
             "orientation": _orientations(df, dict(orientation_map or {}), dataset),
             "encounter": _encounters(df),
-            "bbox": _boxes(df),
+            "bbox": _cells(df, "bbox", _box),
             "keypoints": _keypoints(df, dataset),
-            "silhouette": _silhouettes(df),
+            "silhouette": _cells(df, "segmentation", _silhouette),
         }
     )
 
@@ -321,10 +322,11 @@ def _encounters(df: pd.DataFrame) -> list[str]:
     return [""] * len(df)
 
 
-def _boxes(df: pd.DataFrame) -> list[str]:
-    if "bbox" not in df.columns:
+def _cells(df: pd.DataFrame, column: str, convert: Callable[[object], str]) -> list[str]:
+    """`convert` of each value of `column`, or '' for every row when the library has none."""
+    if column not in df.columns:
         return [""] * len(df)
-    return [_box(v) for v in df["bbox"]]
+    return [convert(v) for v in df[column]]
 
 
 def _box(value: object) -> str:
@@ -384,14 +386,7 @@ def _numbers_or_none(value: object) -> np.ndarray | None:
 def _with_visibility(pairs: np.ndarray) -> np.ndarray:
     """x, y, v rows: v = 2 (labelled, visible) where the point is there, 0 and (0, 0) where not."""
     missing = ~np.isfinite(pairs).all(axis=1)
-    triples = np.column_stack([np.where(missing[:, None], 0.0, pairs), np.where(missing, 0, 2)])
-    return triples
-
-
-def _silhouettes(df: pd.DataFrame) -> list[str]:
-    if "segmentation" not in df.columns:
-        return [""] * len(df)
-    return [_silhouette(v) for v in df["segmentation"]]
+    return np.column_stack([np.where(missing[:, None], 0.0, pairs), np.where(missing, 0, 2)])
 
 
 def _silhouette(value: object) -> str:
