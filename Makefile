@@ -11,7 +11,7 @@ USER_PATH := $(PATH)
 # Rules call the `reid` and `pseudomasks` console scripts of this venv.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test test-fast lint format venv clean gpu-check
+.PHONY: demo test test-fast lint format venv clean gpu-check gpu-wheels
 
 venv: $(STAMP)
 
@@ -56,6 +56,15 @@ format: $(STAMP)
 GPU_CHECK_JSON ?= results/gpu_check.json
 gpu-check:
 	env PATH="$(USER_PATH)" $(PYTHON) tools/gpu_check.py --out $(GPU_CHECK_JSON) $(if $(WHEELS),--wheels $(WHEELS))
+
+## The WHEELS folder for a GPU node without network, made here (tools/gpu_wheels.py): every
+## package the check needs that the node lacks, for the node's Python. On the node first:
+## python3 -m pip list --format=freeze > node-packages.txt
+## Here: make gpu-wheels NODE_PACKAGES=node-packages.txt NODE_PYTHON=3.12 [WHEELS=wheels]
+gpu-wheels: $(STAMP)
+	$(if $(and $(NODE_PACKAGES),$(NODE_PYTHON)),,$(error make gpu-wheels needs NODE_PACKAGES=<file \
+	  of the node's `python3 -m pip list --format=freeze`> and NODE_PYTHON=<its version, e.g. 3.12>))
+	$(BIN)/python tools/gpu_wheels.py --node-packages $(NODE_PACKAGES) --python-version $(NODE_PYTHON) --out $(or $(WHEELS),wheels)
 
 clean:
 	rm -rf $(VENV)
