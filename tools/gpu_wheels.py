@@ -166,14 +166,19 @@ def resolve(requirements: list[str], options: list[str], built: Path) -> dict[st
         build_pure_wheel(found.group(1), built, result.stderr)
 
 
+def wheels_of(name: str, folder: Path) -> list[Path]:
+    """The wheels of distribution ``name`` in ``folder`` (a wheel's name starts with it)."""
+    return [p for p in folder.glob("*.whl") if normalise(p.name.split("-")[0]) == normalise(name)]
+
+
 def build_pure_wheel(name: str, built: Path, why: str) -> None:
     """Build ``name``'s newest source release into a wheel in ``built``; only a pure-Python
     wheel (``py3-none-any``) runs on another machine's Python."""
-    if any(normalise(p.name.split("-")[0]) == normalise(name) for p in built.glob("*.whl")):
+    if wheels_of(name, built):
         raise SystemExit(f"pip could not resolve the node's packages:\n{why[-2000:]}")
     print(f"{name}: no wheel on PyPI for the node; building one from source here")
     result = pip("wheel", "--no-deps", "--quiet", "--wheel-dir", str(built), name)
-    made = [p for p in built.glob("*.whl") if normalise(p.name.split("-")[0]) == normalise(name)]
+    made = wheels_of(name, built)
     if result.returncode != 0 or not made:
         raise SystemExit(f"{name}: building a wheel from source failed:\n{result.stderr[-1500:]}")
     if not made[0].name.endswith("-none-any.whl"):
@@ -213,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         needed = brought(list(tree), node)
         versions = {normalise(name): version for name, version in tree.items()}
         for name in needed:
-            own = [p for p in built.glob("*.whl") if normalise(p.name.split("-")[0]) == name]
+            own = wheels_of(name, built)
             if own:
                 shutil.copy2(own[0], args.out / own[0].name)
                 continue
