@@ -20,6 +20,13 @@ from reid.data.images import read_rgb
 from reid.data.transforms import resize_image, to_tensor
 from reid.engine.extract import load_trained_model
 from reid.figures.retrieval import UNKNOWN
+from reid.identify import (
+    Gallery,
+    rank_identities,
+    results_json,
+    results_table,
+    wrong_animal_scores,
+)
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +93,8 @@ def test_matches_brute_force_and_writes_the_figure(setup, tmp_path):
         assert [g[0] for g in got] == [w[0] for w in wanted]
         assert [g[2] for g in got] == [w[2] for w in wanted]
         np.testing.assert_allclose([g[1] for g in got], [w[1] for w in wanted], atol=1e-5)
+        rates = [m["false_positive_rate"] for m in result["matches"]]
+        assert all(0 < r <= 1 for r in rates) and rates == sorted(rates)
     drawn = cv2.cvtColor(cv2.imread(str(figure)), cv2.COLOR_BGR2RGB)
     # Two new photos × (query + 3 matches) tiles; matches have grey frames (identity unknown).
     assert drawn.shape[0] > drawn.shape[1] / 4 > 0
@@ -156,3 +165,71 @@ def test_user_errors_are_one_line(setup, tmp_path, capsys):
     assert "needs --root" in error_line(capsys)
     assert identify(tmp_path, gallery, new[:1]) == 2
     assert "no trained model" in error_line(capsys)
+
+
+def angles(*degrees: float) -> np.ndarray:
+    """Unit 2-d descriptors at these angles, scaled so that cosine, not length, must be used."""
+    radians = np.deg2rad(degrees)
+    return np.stack([np.cos(radians), np.sin(radians)], axis=1) * np.arange(1, len(degrees) + 1)[
+        :, None
+    ].astype(np.float32)
+
+
+def test_false_positive_rate_is_the_share_of_wrong_animals_best_scores_at_or_above():
+    # Gallery: a at 0° and 20°, b at 90°, c at 180° and 200°. Each photo searched without its own
+    # animal; its best wrong score, by hand:
+    #   a0: max(b cos90, c cos160) = 0        a20: max(b cos70, c cos160) = cos70
+    #   b90: max(a cos70, c cos90) = cos70
+    #   c180: max(a cos160, b cos90) = 0      c200: max(a cos160, b cos110) = cos110
+    cos = lambda d: float(np.cos(np.deg2rad(d)))  # noqa: E731
+    gallery_features = angles(0, 20, 90, 180, 200)
+    gallery = Gallery(Path("g"), ["a/0", "a/20", "b/90", "c/180", "c/200"], list("aabcc"))
+    wrong = wrong_animal_scores(gallery_features, gallery.identities)
+    np.testing.assert_allclose(wrong, [cos(110), 0, 0, cos(70), cos(70)], atol=1e-6)
+
+    # A new photo at 10°: a scores cos10 (above every wrong score), b cos80 (only the two cos70
+    # are higher), c cos170 (below all); equal photos resolve to the first.
+    [candidates] = rank_identities(angles(10), gallery_features, gallery, 3, wrong)
+    assert [(c.identity, c.best_match) for c in candidates] == [
+        ("a", "a/0"),
+        ("b", "b/90"),
+        ("c", "c/180"),
+    ]
+    # (wrong scores at or above + 1) / (5 + 1)
+    np.testing.assert_allclose([c.false_positive_rate for c in candidates], [1 / 6, 3 / 6, 1])
+
+
+def test_a_score_equal_to_a_wrong_animals_counts_as_reached():
+    # Axis vectors, so every cosine is exactly 1, 0 or -1. Best wrong scores: a max(0, -1) = 0,
+    # b max(0, 0) = 0, c max(-1, 0) = 0.
+    gallery = Gallery(Path("g"), ["a/1", "b/1", "c/1"], ["a", "b", "c"])
+    features = np.array([[1, 0], [0, 1], [-1, 0]], dtype=np.float32)
+    wrong = wrong_animal_scores(features, gallery.identities)
+    np.testing.assert_array_equal(wrong, [0, 0, 0])
+    [candidates] = rank_identities(np.array([[0, 3]], np.float32), features, gallery, 3, wrong)
+    assert [c.identity for c in candidates] == ["b", "a", "c"]
+    assert [c.false_positive_rate for c in candidates] == pytest.approx([1 / 4, 1, 1])
+
+
+def test_one_identity_gets_no_false_positive_rate():
+    gallery = Gallery(Path("g"), ["a/1", "a/2"], ["a", "a"])
+    features = angles(0, 30)
+    wrong = wrong_animal_scores(features, gallery.identities)
+    assert len(wrong) == 0
+    results = rank_identities(angles(10), features, gallery, 1, wrong)
+    assert results[0][0].false_positive_rate is None
+    assert results_table([Path("new.jpg")], results).splitlines()[1].split()[4] == "-"
+    assert results_json([Path("new.jpg")], results)[0]["matches"][0]["false_positive_rate"] is None
+
+
+def test_a_large_gallery_calibrates_on_a_seeded_sample_of_its_photos(monkeypatch):
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(12, 8)).astype(np.float32)
+    identities = [f"id{i % 3}" for i in range(12)]
+    every = wrong_animal_scores(features, identities)
+    assert len(every) == 12  # one search per photo
+    monkeypatch.setattr("reid.identify.STAND_IN_SEARCHES", 4)
+    sample = wrong_animal_scores(features, identities)
+    assert len(sample) == 4
+    np.testing.assert_array_equal(sample, wrong_animal_scores(features, identities))
+    assert np.isin(sample, every).all()  # the same searches, only fewer of them
