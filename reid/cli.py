@@ -210,7 +210,14 @@ def cmd_identify(args: argparse.Namespace) -> None:
                 image,
                 None,
                 [
-                    Match(c.best_match, gallery.root / c.best_match, c.identity, c.similarity, None)
+                    Match(
+                        c.best_match,
+                        gallery.root / c.best_match,
+                        c.identity,
+                        c.similarity,
+                        None,
+                        c.false_positive_rate,
+                    )
                     for c in candidates
                 ],
             )

@@ -27,6 +27,7 @@ from reid.figures.retrieval import (
     Match,
     QueryResult,
     draw_retrieval,
+    match_label,
     top_k_matches,
 )
 from reid.figures.thumbnails import framed, label_strip, save_png, thumbnail
@@ -360,3 +361,10 @@ def test_draw_retrieval_errors(drawn, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no queries"):
         draw_retrieval({"paw_vit": []}, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_tile_shows_the_false_positive_rate_when_the_match_has_one() -> None:
+    # `reid identify` passes its rate: a collapsed model's similarity (0.999) says nothing.
+    plain = Match("g", Path("g.png"), "B", 0.9994, None)
+    assert match_label(plain) == "B 1.00"
+    assert match_label(Match("g", Path("g.png"), "B", 0.9994, None, 0.01234)) == "B fpr 0.012"

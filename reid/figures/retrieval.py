@@ -43,6 +43,7 @@ class Match:
     identity: str
     similarity: float
     correct: bool | None
+    false_positive_rate: float | None = None  # `reid identify`'s, shown instead of the similarity
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,7 @@ def draw_retrieval(
 
     One row per query; per model, in the mapping's order, a block of the query (framed in the
     QUERY colour) and its matches framed CORRECT, WRONG or UNKNOWN, the model's name above the
-    block and each tile's identity and similarity under it.
+    block and each tile's :func:`match_label` under it.
     """
     if not results:
         raise UserError("no model results to draw in the retrieval figure")
@@ -206,8 +207,7 @@ def draw_retrieval(
             y0 = MARGIN + HEADER_HEIGHT + row * (row_height + ROW_GAP)
             query_text = f"query {result.identity if result.identity is not None else '?'}"
             drawn = [(result.path, QUERY, query_text)] + [
-                (m.path, _match_colour(m), f"{m.identity} {m.similarity:.2f}")
-                for m in result.matches
+                (m.path, _match_colour(m), match_label(m)) for m in result.matches
             ]
             for rank, (path, colour, text) in enumerate(drawn):
                 x0 = block_x + _block_width(rank, side) - side  # right end of `rank` tiles
@@ -233,6 +233,14 @@ def _block_width(num_matches: int, side: int) -> int:
     if num_matches == 0:
         return side
     return 2 * side + QUERY_GAP + (num_matches - 1) * (side + TILE_GAP)
+
+
+def match_label(match: Match) -> str:
+    """Identity and similarity under a tile, or identity and false-positive rate when the match
+    has one (the rate is what says how much the match is worth)."""
+    if match.false_positive_rate is None:
+        return f"{match.identity} {match.similarity:.2f}"
+    return f"{match.identity} fpr {match.false_positive_rate:.2g}"
 
 
 def _match_colour(match: Match) -> tuple[int, int, int]:
