@@ -9,7 +9,8 @@ Runs the real workflow (catalogue, teacher, train, extract, evaluate, figures) i
 a folder-shaped dataset (``<identity>/<encounter>_<left|right>photo.jpg``, the nyala layout),
 split half train, half test with split seed 0 whatever the training seeds: ``--split identity``
 (default) puts whole identities on either side (new animals at test time), ``--split encounter``
-each identity's encounters (new sightings of known animals). Every model is evaluated
+each identity's encounters (new sightings of known animals); ``--flank-identities`` then makes
+each flank its own identity, for training and scoring. Every model is evaluated
 all-vs-all with same-encounter images as junk. Part maps come from
 ``--teacher``: ``offline`` (GrabCut split by the silhouette template) or ``salient_template``
 (ISNet, its file given by ``--isnet``).
@@ -70,6 +71,7 @@ def dataset_entry(args: argparse.Namespace, model: str, baseline: str | None) ->
         "options": {
             "pattern": r"^(?P<encounter>\d+)_(?P<orientation>left|right)photo\.[^.]+$",
             "split": SPLITS[args.split],
+            "flank_identities": args.flank_identities,
         },
         "species": args.species,
         "teacher": args.teacher,
@@ -179,6 +181,11 @@ def main() -> int:
     parser.add_argument("--family", default="efflite0", choices=["efflite0", "random-vit"])
     parser.add_argument(
         "--split", default="identity", choices=list(SPLITS), help="new animals or new sightings"
+    )
+    parser.add_argument(
+        "--flank-identities",
+        action="store_true",
+        help="each flank of an animal is its own identity (dataset option flank_identities)",
     )
     parser.add_argument("--teacher", default="offline", choices=["offline", "salient_template"])
     parser.add_argument(

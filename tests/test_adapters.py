@@ -531,6 +531,38 @@ def test_folder_encounter_split_needs_encounters(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    "split", [{"train_fraction": 0.5, "seed": 0}, {"encounter_fraction": 0.5, "seed": 1}]
+)
+def test_flank_identities_split_each_animal_by_flank_after_the_animal_split(
+    tmp_path: Path, split: dict
+) -> None:
+    root = encounter_tree(tmp_path, {"a": 3, "b": 2, "c": 4, "d": 2})
+    animals = build_catalogue("folder", root, {"split": split})
+    flanks = build_catalogue("folder", root, {"split": split, "flank_identities": True})
+    by_image = animals.set_index("image_id")
+    flanks = flanks.set_index("image_id").loc[by_image.index]
+    # Every photo keeps its split (made on whole animals and encounters) and its identity
+    # becomes the animal's flank.
+    assert (flanks["split"] == by_image["split"]).all()
+    assert flanks["identity"].tolist() == [
+        f"{identity}_{orientation}"
+        for identity, orientation in zip(by_image["identity"], by_image["orientation"], strict=True)
+    ]
+    assert set(flanks["identity"]) == {f"{a}_{f}" for a in "abcd" for f in ("left", "right")}
+
+
+def test_flank_identities_need_every_flank_and_a_yes_or_no(tmp_path: Path) -> None:
+    root = encounter_tree(tmp_path, {"a": 2})
+    tiny_image(root / "a" / "3_photo.jpg")
+    options = {"pattern": r"^(?P<encounter>\d+)_(?:(?P<orientation>left|right))?photo\.jpg$"}
+    assert len(build_catalogue("folder", root, options)) == 5
+    with pytest.raises(UserError, match=r"1 image\(s\) have no left/right orientation.*a/3_photo"):
+        build_catalogue("folder", root, {**options, "flank_identities": True})
+    with pytest.raises(UserError, match="flank_identities='yes': use true or false"):
+        build_catalogue("folder", root, {"flank_identities": "yes"})
+
+
+@pytest.mark.parametrize(
     ("split", "message"),
     [
         ({"train_fraction": 1.5, "seed": 0}, "must be a number between 0 and 1"),
@@ -605,8 +637,9 @@ def test_unknown_option_lists_the_valid_ones(tmp_path: Path) -> None:
     with pytest.raises(UserError) as err:
         build_catalogue("folder", nyala_tree(tmp_path), {"patern": "x", "seed": 1})
     assert "unknown option(s) patern, seed" in str(err.value)
-    assert "valid options: pattern, orientation_map, skip_unmatched, split, subdir" in str(
-        err.value
+    assert (
+        "valid options: pattern, orientation_map, skip_unmatched, split, subdir, flank_identities"
+        in str(err.value)
     )
 
 

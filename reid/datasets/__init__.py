@@ -4,6 +4,13 @@
 one public function `load(root, **options)`; its keyword arguments are the adapter's options,
 so the registry can reject unknown option keys before touching any file. Adapter modules are
 imported only when used, so a broken or unfinished adapter never breaks the others.
+
+One option works with every adapter and is applied after it: `flank_identities: true` makes
+each flank of an animal its own identity (`<identity>_left`, `<identity>_right`), for species
+whose two flanks carry different patterns, so a left flank is only ever matched with left
+flanks of the same animal (as flank catalogues of zebra, tiger or nyala are kept). The split is
+the adapter's, made on whole animals first: both flanks of an animal, and of an encounter, stay
+on the same side.
 """
 
 from __future__ import annotations
@@ -52,12 +59,15 @@ def build_catalogue(
     """
     root = Path(root)
     options = dict(options or {})
+    flanks = options.pop("flank_identities", False)
+    if not isinstance(flanks, bool):
+        raise UserError(f"dataset option flank_identities={flanks!r}: use true or false")
     load, valid, required = _adapter(adapter)
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise UserError(
             f"dataset adapter {adapter!r}: unknown option(s) {', '.join(unknown)}; "
-            f"valid options: {', '.join(valid) or 'none'}"
+            f"valid options: {', '.join([*valid, 'flank_identities'])}"
         )
     missing = [name for name in required if name not in options]
     if missing:
@@ -69,10 +79,25 @@ def build_catalogue(
     elif not root.is_dir():
         raise UserError(f"dataset root {root} is not a directory; fix the dataset's root path")
     table = conform_catalogue(load(root, **options), source=f"dataset adapter {adapter!r}")
+    if flanks:
+        table = flank_identities(table)
     if adapter not in _USER_ORDERED:
         table = sort_catalogue(table)
     validate_catalogue(table, root, check_images=check_images)
     return sort_catalogue(table)
+
+
+def flank_identities(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows with each identity split by flank: identity ``<identity>_<orientation>``."""
+    missing = table.index[~table["orientation"].isin(("left", "right"))]
+    if len(missing):
+        shown = ", ".join(table.loc[missing[:3], "path"])
+        raise UserError(
+            f"dataset option flank_identities: {len(missing)} image(s) have no left/right "
+            f"orientation (e.g. {shown}); give every image its flank (folder adapter: a pattern "
+            f"with an (?P<orientation>...) group) or drop the option"
+        )
+    return table.assign(identity=table["identity"] + "_" + table["orientation"])
 
 
 @dataclasses.dataclass(frozen=True)
