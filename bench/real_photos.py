@@ -10,7 +10,8 @@ a folder-shaped dataset (``<identity>/<encounter>_<left|right>photo.jpg``, the n
 split half train, half test with split seed 0 whatever the training seeds: ``--split identity``
 (default) puts whole identities on either side (new animals at test time), ``--split encounter``
 each identity's encounters (new sightings of known animals); ``--flank-identities`` then makes
-each flank its own identity, for training and scoring. Every model is evaluated
+each flank its own identity, for training and scoring (their descriptors are then also scored
+per animal, both flanks one identity, to compare with runs without it). Every model is evaluated
 all-vs-all with same-encounter images as junk. Part maps come from
 ``--teacher``: ``offline`` (GrabCut split by the silhouette template) or ``salient_template``
 (ISNet, its file given by ``--isnet``).
@@ -43,6 +44,10 @@ import timm
 import torch
 import yaml
 from safetensors.torch import save_file
+
+from reid.catalogue import read_catalogue
+from reid.engine.extract import load_features
+from reid.evaluation import evaluate_features
 
 PROJECT = Path(__file__).resolve().parents[1]
 METRICS = ("mAP", "rank1", "rank5", "rank10", "mINP")
@@ -131,9 +136,7 @@ def summary(workdir: Path, results: str, models: list[str]) -> list[str]:
     """One line per model family: untrained and trained metrics, mean ± sd over seeds."""
     by_family: dict[str, list[Path]] = {}
     for model in models:
-        by_family.setdefault(model.rsplit("_s", 1)[0] if "_s" in model else model, []).append(
-            workdir / results / model
-        )
+        by_family.setdefault(_family(model), []).append(workdir / results / model)
     lines = [f"{'model':<18}{'':>10}" + "".join(f"{m:>16}" for m in METRICS) + f"{'train s':>9}"]
     for family, dirs in by_family.items():
         trained = [json.loads((d / "metrics.json").read_text()) for d in dirs]
@@ -155,6 +158,28 @@ def summary(workdir: Path, results: str, models: list[str]) -> list[str]:
         )
     lines.append(f"({len(next(iter(by_family.values())))} seed(s) per model)")
     return lines
+
+
+def per_animal(workdir: Path, results: str, models: list[str]) -> list[str]:
+    """With --flank-identities: each model's test descriptors scored again with both flanks of
+    an animal one identity, so that they compare with runs trained on animal identities."""
+    catalogue = read_catalogue(workdir / results / "catalogue.csv")
+    catalogue["identity"] = catalogue["identity"].str.replace(r"_(left|right)$", "", regex=True)
+    lines = [f"{'per animal':<28}" + "".join(f"{m:>16}" for m in METRICS)]
+    by_family: dict[str, list[dict]] = {}
+    for model in [*models, FROZEN]:
+        ids, features = load_features(workdir / results / model / "features.npz")
+        scored = evaluate_features(features, ids, catalogue, "all-vs-all").metrics
+        by_family.setdefault(_family(model), []).append(scored)
+    for family, runs in by_family.items():
+        cells = "".join(f"{_mean_sd([r[m] for r in runs]):>16}" for m in METRICS)
+        lines.append(f"{family:<28}{cells}")
+    return lines
+
+
+def _family(model: str) -> str:
+    """The model name without its seed suffix (``_s<seed>``)."""
+    return model.rsplit("_s", 1)[0] if "_s" in model else model
 
 
 def _epoch0(model_dir: Path) -> dict[str, float] | None:
@@ -227,6 +252,8 @@ def main() -> int:
 
     print(f"\n{args.data}: family {args.family}, teacher {args.teacher}")
     print("\n".join(summary(args.workdir, results, models)))
+    if args.flank_identities and args.family == "efflite0":
+        print("\n".join(per_animal(args.workdir, results, models)))
     print(f"workflow wall time {wall:.0f} s; figures: {args.workdir / results / 'figures'}")
     return 0
 
