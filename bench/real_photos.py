@@ -99,6 +99,8 @@ def workflow_config(args: argparse.Namespace) -> tuple[dict, list[str]]:
                 entry["train"] = {**entry["train"], "seed": seed}
                 if args.epochs:
                     entry["train"]["epochs"] = args.epochs
+                if args.img_size:
+                    entry["img_size"] = args.img_size
                 optimizer = dict(entry["train"]["optimizer"])
                 for key in ("lr", "frozen_stem_blocks", "stem_lr_scale"):
                     if getattr(args, key) is not None:
@@ -126,7 +128,7 @@ def workflow_config(args: argparse.Namespace) -> tuple[dict, list[str]]:
     for name, arch in (("paw_vit_real", "paw_vit"), ("vit_real", "vit")):
         config["models"][name] = {
             "arch": f"{arch}_{args.size}_patch16_{256 if arch == 'paw_vit' else 224}",
-            "img_size": args.img_size,
+            "img_size": args.img_size or 128,
             "pretrained": "shared_random_init",
         }
     return config, ["paw_vit_real", "vit_real"]
@@ -222,7 +224,11 @@ def main() -> int:
     )
     parser.add_argument("--epochs", type=int, help="default: config.yaml's (efflite0), 40 (vit)")
     parser.add_argument("--size", default="tiny", choices=["tiny", "small", "base"])
-    parser.add_argument("--img-size", type=int, default=128, help="random-vit only")
+    parser.add_argument(
+        "--img-size",
+        type=int,
+        help="input side in px; default: config.yaml's (efflite0), 128 (vit)",
+    )
     parser.add_argument("--eval-every", type=int, default=10, help="random-vit only")
     parser.add_argument("--lr", type=float, help="default: config.yaml's (efflite0), 5e-4 (vit)")
     parser.add_argument(
