@@ -106,6 +106,9 @@ def workflow_config(args: argparse.Namespace) -> tuple[dict, list[str]]:
                     if getattr(args, key) is not None:
                         optimizer[key] = getattr(args, key)
                 entry["train"]["optimizer"] = optimizer
+                if args.erasing is not None:
+                    augment = {**entry["train"].get("augment", {}), "erasing": args.erasing}
+                    entry["train"]["augment"] = augment
                 models.append(name := f"{base}{args.tag}_s{seed}")
                 config["models"][name] = entry
         config["datasets"] = {args.name: dataset_entry(args, models[0], (models[1:] or [None])[0])}
@@ -235,6 +238,9 @@ def main() -> int:
         "--frozen-stem-blocks", type=int, help="efflite0: override config.yaml's frozen stem"
     )
     parser.add_argument("--stem-lr-scale", type=float, help="efflite0: the stem's lr × this")
+    parser.add_argument(
+        "--erasing", type=float, help="efflite0: random-erasing probability (train.augment)"
+    )
     parser.add_argument("--tag", default="", help="efflite0: suffix of the model names")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()

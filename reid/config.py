@@ -49,6 +49,7 @@ class TrainSettings:
     warmup_start_lr: float
     final_lr: float
     rotation: float
+    erasing: float
     flip_as_new_identity: bool
     precision: str
     losses: LossConfig
@@ -74,6 +75,7 @@ class TrainSettings:
                 warmup_start_lr=float(train["schedule"]["warmup_start_lr"]),
                 final_lr=float(train["schedule"]["final_lr"]),
                 rotation=float(train["augment"]["rotation"]),
+                erasing=float(train["augment"]["erasing"]),
                 flip_as_new_identity=bool(train["augment"]["flip_as_new_identity"]),
                 precision=str(train["precision"]),
                 losses=LossConfig(**losses),

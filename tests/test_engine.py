@@ -12,7 +12,7 @@ from tiny_data import make_tiny_dataset, run_settings
 from reid.config import RunSettings
 from reid.data.datasets import TrainDataset
 from reid.data.part_maps import load_part_maps
-from reid.data.transforms import augment_pair
+from reid.data.transforms import ERASED_AREA, augment_pair, erase_rectangle
 from reid.engine import train as train_module
 from reid.engine.checkpoint import load_tensors
 from reid.engine.extract import extract_descriptors
@@ -78,6 +78,49 @@ def test_augmentation_keeps_image_and_map_aligned():
             expected = palette[out_map]
             agree = np.all(np.abs(small.astype(int) - expected.astype(int)) < 96, axis=-1)
             assert agree.mean() > 0.97
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (48, 96), (96, 40)])
+def test_random_erasing_fills_one_rectangle_of_the_set_area(shape):
+    image = np.full((*shape, 3), 7, np.uint8)  # no noise pixel can be 7 in all three channels
+    areas = []
+    for seed in range(200):
+        out = erase_rectangle(image, np.random.default_rng(seed))
+        changed = np.any(out != image, axis=-1)
+        rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))
+        if rows.size == 0:  # no draw fitted (possible for the narrow shapes): unchanged
+            continue
+        box = changed[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        # the bounding box of what changed is (nearly) all changed: one rectangle
+        assert box.mean() > 0.99
+        areas.append(box.size / changed.size)
+    assert np.all(image == 7)  # the input is not modified
+    assert len(areas) > 150
+    # rounding the sides to whole pixels moves the area a little past the set range
+    assert ERASED_AREA[0] * 0.8 <= min(areas) and max(areas) <= ERASED_AREA[1] * 1.1
+    assert np.mean(areas) == pytest.approx(np.mean(ERASED_AREA), abs=0.05)
+
+
+def test_random_erasing_changes_only_the_image(tiny):
+    maps = load_part_maps(tiny.masks)
+    rows = tiny.table[tiny.table["split"] == "train"]
+
+    def dataset(erasing):
+        return TrainDataset(
+            rows, tiny.root, maps, 32, 16, rotation=15, flip_as_new_identity=False, erasing=erasing
+        )
+
+    plain, always = dataset(0.0), dataset(1.0)
+    differs = 0
+    for index in range(len(plain)):
+        a, b = plain[(index, index)], always[(index, index)]
+        # the same rotation is drawn first, so only the erased rectangle differs
+        torch.testing.assert_close(b["target_map"], a["target_map"])
+        torch.testing.assert_close(b["visibility"], a["visibility"])
+        changed = (a["image"] != b["image"]).any(0)
+        differs += bool(changed.any())
+        assert changed.float().mean() <= ERASED_AREA[1] * 1.1
+    assert differs == len(plain)
 
 
 def test_visibility_follows_the_augmented_map(tiny):

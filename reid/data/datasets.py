@@ -23,6 +23,7 @@ from reid.data.transforms import (
     PROJECT_NORMALISATION,
     Normalisation,
     augment_pair,
+    erase_rectangle,
     resize_image,
     to_tensor,
 )
@@ -42,7 +43,8 @@ class TrainSample:
 
 
 class TrainDataset(Dataset):
-    """Training images with their part maps, augmented identically (rotation, resize, mirror).
+    """Training images with their part maps, augmented identically (rotation, resize, mirror);
+    optionally random erasing of the image alone.
 
     Items are addressed as ``(index, seed)`` so augmentation depends only on the seed the batch
     sampler assigns (see :class:`SeededBatches`), not on which worker process draws it: a resumed
@@ -59,6 +61,7 @@ class TrainDataset(Dataset):
         rotation: float,
         flip_as_new_identity: bool,
         normalisation: Normalisation = PROJECT_NORMALISATION,
+        erasing: float = 0.0,
     ) -> None:
         self.root = root
         self.normalisation = normalisation
@@ -66,6 +69,7 @@ class TrainDataset(Dataset):
         self.img_size = img_size
         self.mask_size = mask_size
         self.rotation = rotation
+        self.erasing = erasing
         self.identities = sorted(rows["identity"].unique())
         identity_index = {identity: i for i, identity in enumerate(self.identities)}
         num_identities = len(self.identities)
@@ -111,6 +115,8 @@ class TrainDataset(Dataset):
             mirror=sample.mirrored,
             degrees=degrees,
         )
+        if self.erasing and rng.random() < self.erasing:
+            image = erase_rectangle(image, rng)
         num_parts = self.maps.num_parts
         # A part is visible when any of its pixels survived the augmentation (paper §3.4).
         visible = np.zeros(num_parts, dtype=bool)

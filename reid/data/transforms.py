@@ -95,3 +95,25 @@ def augment_pair(
         image = rotate(np.ascontiguousarray(image), degrees, nearest=False)
         labels = rotate(np.ascontiguousarray(labels), degrees, nearest=True)
     return np.ascontiguousarray(image), np.ascontiguousarray(labels)
+
+
+ERASED_AREA = (0.02, 0.4)  # fraction of the image (Zhong et al., AAAI 2020, the re-ID setting)
+ERASED_ASPECT = (0.3, 1 / 0.3)  # height / width, drawn log-uniformly
+
+
+def erase_rectangle(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random erasing: one rectangle of 2–40 % of the image, of aspect 0.3–3.3, filled with
+    uniform noise. Up to 10 draws until one fits; the image is returned unchanged if none does.
+    The part map is left as it is: the part is still there, only hidden, as under an occluder."""
+    h, w = image.shape[:2]
+    for _ in range(10):
+        area = rng.uniform(*ERASED_AREA) * h * w
+        aspect = np.exp(rng.uniform(*np.log(ERASED_ASPECT)))
+        eh, ew = round(np.sqrt(area * aspect)), round(np.sqrt(area / aspect))
+        if 0 < eh < h and 0 < ew < w:
+            top, left = int(rng.integers(0, h - eh + 1)), int(rng.integers(0, w - ew + 1))
+            image = image.copy()
+            noise = rng.integers(0, 256, size=(eh, ew, image.shape[2]), dtype=np.uint8)
+            image[top : top + eh, left : left + ew] = noise
+            return image
+    return image

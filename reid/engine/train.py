@@ -126,6 +126,7 @@ class Trainer:
             rotation=train.rotation,
             flip_as_new_identity=train.flip_as_new_identity,
             normalisation=spec.normalisation,
+            erasing=train.erasing,
         )
         torch.manual_seed(train.seed)  # identical initial weights on every rank
         self.model_core = build_model(spec, self.dataset.num_classes, self.maps.num_parts).to(
