@@ -1,7 +1,8 @@
 """The resolved settings a `reid train` run receives (the Snakefile resolves config.yaml to this).
 
 One JSON document: ``{"model": {...}, "train": {...}, "protocol": "...", "flip_test": bool}``. The train section has every key filled (schema defaults merged with the
-dataset's and the model's overrides), so this module only converts, it does not default.
+dataset's and the model's overrides), so this module only converts, it does not default; the
+one exception is :data:`LATER_TRAIN_SETTINGS`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,37 @@ def model_spec(model: dict[str, Any]) -> ModelSpec:
     return ModelSpec(**model)
 
 
+LATER_TRAIN_SETTINGS: dict[tuple[str, ...], Any] = {("augment", "erasing"): 0}
+"""Train keys added after models were trained, each with the value that computes what training
+computed before the key existed. The Snakefile leaves a key at that value out of settings.json
+(:func:`without_later_defaults`), so that upgrading the project does not retrain finished
+models; :meth:`TrainSettings.from_dict` puts it back."""
+
+
+def without_later_defaults(train: dict[str, Any]) -> dict[str, Any]:
+    """Resolved train settings less the :data:`LATER_TRAIN_SETTINGS` at their old behaviour."""
+    train = json.loads(json.dumps(train))
+    for path, value in LATER_TRAIN_SETTINGS.items():
+        *sections, key = path
+        section = train
+        for name in sections:
+            section = section.get(name, {})
+        if key in section and section[key] == value:
+            del section[key]
+    return train
+
+
+def _with_later_defaults(train: dict[str, Any]) -> dict[str, Any]:
+    train = json.loads(json.dumps(train))
+    for path, value in LATER_TRAIN_SETTINGS.items():
+        *sections, key = path
+        section = train
+        for name in sections:
+            section = section.setdefault(name, {})
+        section.setdefault(key, value)
+    return train
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """Optimisation settings (paper §4.2 values are the schema defaults)."""
@@ -56,6 +88,7 @@ class TrainSettings:
 
     @classmethod
     def from_dict(cls, train: dict[str, Any]) -> TrainSettings:
+        train = _with_later_defaults(train)
         try:
             losses = dict(train["losses"])
             losses["lam"] = losses.pop("lambda_ss")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from tiny_data import make_tiny_dataset, run_settings
 
-from reid.config import RunSettings
+from reid.config import RunSettings, without_later_defaults
 from reid.data.datasets import TrainDataset
 from reid.data.part_maps import load_part_maps
 from reid.data.transforms import ERASED_AREA, augment_pair, erase_rectangle
@@ -121,6 +121,23 @@ def test_random_erasing_changes_only_the_image(tiny):
         differs += bool(changed.any())
         assert changed.float().mean() <= ERASED_AREA[1] * 1.1
     assert differs == len(plain)
+
+
+def test_settings_from_before_random_erasing_train_without_it():
+    """settings.json leaves erasing out at 0, as it was written before erasing existed, so an
+    upgrade does not retrain finished models; read back, it is 0; any other value is kept."""
+    resolved = run_settings()["train"]
+    written = without_later_defaults(resolved)
+    assert written["augment"] == {"rotation": 15, "flip_as_new_identity": True}
+    assert {k: v for k, v in written.items() if k != "augment"} == {
+        k: v for k, v in resolved.items() if k != "augment"
+    }
+    assert resolved["augment"]["erasing"] == 0.0  # the input is left as it was
+    assert RunSettings.from_dict(run_settings() | {"train": written}).train.erasing == 0.0
+    on = run_settings()
+    on["train"]["augment"]["erasing"] = 0.5
+    assert without_later_defaults(on["train"])["augment"]["erasing"] == 0.5
+    assert RunSettings.from_dict(on).train.erasing == 0.5
 
 
 def test_visibility_follows_the_augmented_map(tiny):

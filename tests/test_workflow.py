@@ -357,9 +357,17 @@ def test_cache_semantics(tmp_path):
     assert planned_jobs(snakemake(tmp_path, "-n", "results/demo/metrics.json")) == {}
     assert '"name": "truth"' in (teacher_dir / "settings.json").read_text()
     small_config(tmp_path)
+    # Nor does a training setting added after the model was trained (random erasing), left at
+    # the value that trains as before: settings.json is what the older code wrote.
+    trained = json.loads((tmp_path / "results/demo/paw_vit_tiny/settings.json").read_text())
+    assert trained["train"]["augment"] == {"rotation": 15, "flip_as_new_identity": True}
 
     # 2. A training setting: train, extract, evaluate rerun; the part maps are untouched.
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    config["models"]["paw_vit_tiny"]["train"] = {"augment": {"erasing": 0.5}}
+    write_config(tmp_path, config)
+    assert "train" in planned_jobs(snakemake(tmp_path, "-n", "results/demo/metrics.json"))
+    del config["models"]["paw_vit_tiny"]["train"]
     config["datasets"]["demo"]["train"]["epochs"] = 3
     write_config(tmp_path, config)
     plan = planned_jobs(snakemake(tmp_path, "-n", "results/demo/metrics.json"))

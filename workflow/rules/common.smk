@@ -18,6 +18,7 @@ from snakemake.utils import validate
 
 from pseudomasks.settings import teacher_id as compute_teacher_id
 from reid.atomic import atomic_write_text
+from reid.config import without_later_defaults
 from reid.models.frozen import TRAINED_ONLY as FROZEN_EXCLUDED_ARCHS
 
 
@@ -234,7 +235,8 @@ def model_settings(model):
 
 
 def run_settings(dataset, model):
-    """Resolved `reid train` settings: train defaults ← dataset overrides ← model overrides."""
+    """Resolved `reid train` settings: train defaults ← dataset overrides ← model overrides
+    (less the settings added later at the value that computes what came before them)."""
     entry = config["datasets"][dataset]
     spec = model_settings(model)
     train = _merged(
@@ -243,7 +245,7 @@ def run_settings(dataset, model):
     )
     return {
         "model": spec,
-        "train": train,
+        "train": without_later_defaults(train),
         "protocol": entry["protocol"],
         "flip_test": entry["flip_test"],
     }
