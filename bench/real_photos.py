@@ -96,6 +96,10 @@ def workflow_config(args: argparse.Namespace) -> tuple[dict, list[str]]:
         for seed in args.seeds:
             for base in args.models:
                 entry = json.loads(json.dumps(config["models"][base]))
+                if args.backbone != "lite0":
+                    entry["arch"] = entry["arch"].replace("efflite0", f"efflite{args.backbone[-1]}")
+                    entry["pretrained"] = f"efficientnet_{args.backbone}.in1k"
+                    base = base.replace("efflite0", f"efflite{args.backbone[-1]}")
                 entry["train"] = {**entry["train"], "seed": seed}
                 if args.epochs:
                     entry["train"]["epochs"] = args.epochs
@@ -240,6 +244,12 @@ def main() -> int:
     parser.add_argument("--stem-lr-scale", type=float, help="efflite0: the stem's lr × this")
     parser.add_argument(
         "--erasing", type=float, help="efflite0: random-erasing probability (train.augment)"
+    )
+    parser.add_argument(
+        "--backbone",
+        default="lite0",
+        choices=["lite0", "lite2"],
+        help="efflite0: the ImageNet EfficientNet-Lite under the models (lite2: 1.9x the FLOPs)",
     )
     parser.add_argument("--tag", default="", help="efflite0: suffix of the model names")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
