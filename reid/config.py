@@ -7,6 +7,7 @@ one exception is :data:`LATER_TRAIN_SETTINGS`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -40,25 +41,24 @@ models; :meth:`TrainSettings.from_dict` puts it back."""
 
 def without_later_defaults(train: dict[str, Any]) -> dict[str, Any]:
     """Resolved train settings less the :data:`LATER_TRAIN_SETTINGS` at their old behaviour."""
-    train = json.loads(json.dumps(train))
-    for path, value in LATER_TRAIN_SETTINGS.items():
-        *sections, key = path
-        section = train
-        for name in sections:
-            section = section.get(name, {})
+    train = copy.deepcopy(train)
+    for (*sections, key), value in LATER_TRAIN_SETTINGS.items():
+        section = _section(train, sections)
         if key in section and section[key] == value:
             del section[key]
     return train
 
 
 def _with_later_defaults(train: dict[str, Any]) -> dict[str, Any]:
-    train = json.loads(json.dumps(train))
-    for path, value in LATER_TRAIN_SETTINGS.items():
-        *sections, key = path
-        section = train
-        for name in sections:
-            section = section.setdefault(name, {})
-        section.setdefault(key, value)
+    train = copy.deepcopy(train)
+    for (*sections, key), value in LATER_TRAIN_SETTINGS.items():
+        _section(train, sections).setdefault(key, value)
+    return train
+
+
+def _section(train: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    for name in names:
+        train = train.setdefault(name, {})
     return train
 
 
