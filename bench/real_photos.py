@@ -19,7 +19,8 @@ all-vs-all with same-encounter images as junk. Part maps come from
 Families:
 - ``efflite0``: the models a machine without a model hub can train, all on ImageNet
   EfficientNet-Lite0 from pip, with config.yaml's settings for them (frozen stride-16 stem,
-  192 px): PAW-ViT on the stem, its ViT twin and the whole CNN, once per ``--seeds`` entry.
+  192 px): PAW-ViT on the stem, its ViT twin and the whole CNN, once per ``--seeds`` entry
+  (``--backbone lite2``: the same models on EfficientNet-Lite2).
   The untrained metrics are each run's epoch-0 evaluation (ImageNet stem, random transformer);
   ImageNet's own pooled features (``efflite0_frozen``, no training) are scored beside them.
 - ``random-vit``: PAW-ViT and a plain ViT of the same size from the same random initialisation
