@@ -77,6 +77,26 @@ def brute_force(
     ]
 
 
+def brute_force_false_positive_rate(
+    table: pd.DataFrame, vectors: dict[str, np.ndarray], protocol: str, score: float
+) -> float | None:
+    """The rate by its definition: each gallery image searched against the gallery's other
+    animals; the share of those searches whose best score is at or above ``score``, as an
+    empirical p-value ((count + 1) / (searches + 1))."""
+    gallery = table[table["split"] == ("test" if protocol == "all-vs-all" else "gallery")]
+    if gallery["identity"].nunique() < 2:
+        return None
+    best_wrong = [
+        max(
+            cosine(vectors[g["image_id"]], vectors[h["image_id"]])
+            for _, h in gallery.iterrows()
+            if h["identity"] != g["identity"]
+        )
+        for _, g in gallery.iterrows()
+    ]
+    return (sum(w >= score for w in best_wrong) + 1) / (len(best_wrong) + 1)
+
+
 lattice_vector = st.one_of(
     st.tuples(st.integers(0, DIM - 1), st.sampled_from([-1, 1])).map(
         lambda t: np.eye(DIM, dtype=np.float32)[t[0]] * t[1]
@@ -138,6 +158,9 @@ def test_top_k_matches_brute_force(case, shuffle) -> None:
         for match in result.matches:
             assert match.identity == by_id.at[match.image_id, "identity"]
             assert match.path == Path("/data/images") / f"{match.image_id}.png"
+            assert match.false_positive_rate == brute_force_false_positive_rate(
+                table, vectors, protocol, match.similarity
+            )
 
 
 def angle_features(degrees: dict[str, float]) -> tuple[np.ndarray, list[str]]:
@@ -173,6 +196,10 @@ def test_top_k_matches_by_hand() -> None:
     ]
     expected = [math.cos(math.radians(d)) for d in (10, 20, 30)]
     assert [m.similarity for m in result.matches] == pytest.approx(expected, abs=1e-6)
+    # Each image searched against the other animals, best score: a1 cos10 (b1), a2 cos5 (b1),
+    # a3 cos10 (b1, c1), b1 cos5 (a2), b2 cos30 (c1), c1 cos10 (a3). a3's match at cos20 is
+    # reached by the five searches at cos5 and cos10: (5 + 1) / (6 + 1).
+    assert result.matches[1].false_positive_rate == pytest.approx(6 / 7)
 
 
 def test_query_selection() -> None:
@@ -220,6 +247,25 @@ def test_query_gallery_unknown_identity() -> None:
     ]
     with pytest.raises(UserError, match="'g1' is not a query"):
         top_k_matches(features, ids, table, Path("r"), "query-gallery", queries=["g1"])
+
+
+def test_a_gallery_with_an_unknown_animal_gives_no_false_positive_rate() -> None:
+    # Which animal an unnamed gallery image shows is unknown, so no search can say it is wrong.
+    rows = [
+        {"image_id": "q1", "identity": "A", "split": "query", "camera": "c1"},
+        {"image_id": "g1", "identity": "A", "split": "gallery", "camera": "c2"},
+        {"image_id": "g2", "identity": "B", "split": "gallery", "camera": "c1"},
+        {"image_id": "g3", "identity": "", "split": "gallery", "camera": "c1"},
+    ]
+    features, ids = angle_features({"q1": 0, "g1": 10, "g2": 40, "g3": 20})
+    table = catalogue_of(rows)
+    (q1,) = top_k_matches(features, ids, table, Path("r"), "query-gallery", k=3, queries=1)
+    assert [m.image_id for m in q1.matches] == ["g1", "g3", "g2"]
+    assert [m.false_positive_rate for m in q1.matches] == [None, None, None]
+    known = table[table["identity"] != ""]
+    (q1,) = top_k_matches(features[:3], ids[:3], known, Path("r"), "query-gallery", k=2, queries=1)
+    # g1 searched: best wrong g2 cos30; g2 searched: g1 cos30. g1's match (cos10) is above both.
+    assert [m.false_positive_rate for m in q1.matches] == pytest.approx([1 / 3, 3 / 3])
 
 
 # --- thumbnails --------------------------------------------------------------------------------

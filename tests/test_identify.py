@@ -19,13 +19,13 @@ from reid.cli import main
 from reid.data.images import read_rgb
 from reid.data.transforms import resize_image, to_tensor
 from reid.engine.extract import load_trained_model
+from reid.evaluation.false_positives import wrong_animal_scores
 from reid.figures.retrieval import UNKNOWN
 from reid.identify import (
     Gallery,
     rank_identities,
     results_json,
     results_table,
-    wrong_animal_scores,
 )
 
 
@@ -228,7 +228,7 @@ def test_a_large_gallery_calibrates_on_a_seeded_sample_of_its_photos(monkeypatch
     identities = [f"id{i % 3}" for i in range(12)]
     every = wrong_animal_scores(features, identities)
     assert len(every) == 12  # one search per photo
-    monkeypatch.setattr("reid.identify.STAND_IN_SEARCHES", 4)
+    monkeypatch.setattr("reid.evaluation.false_positives.STAND_IN_SEARCHES", 4)
     sample = wrong_animal_scores(features, identities)
     assert len(sample) == 4
     np.testing.assert_array_equal(sample, wrong_animal_scores(features, identities))

@@ -3,7 +3,9 @@
 The matches come from the evaluation protocol itself (same queries, gallery and junk rule as the
 metrics), so the figure shows what the numbers measured: a near-duplicate shot of the same
 encounter or camera, which the metrics ignore, is never shown as an easy "correct" match.
-Several models can be drawn side by side on the same queries so they compare at a glance.
+Several models can be drawn side by side on the same queries so they compare at a glance. Each
+match is labelled with its false-positive rate on the protocol's gallery, as ``reid identify``
+labels its matches: unlike a cosine similarity it means the same for every model.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from reid.errors import UserError
+from reid.evaluation.false_positives import false_positive_rate, wrong_animal_scores
 from reid.evaluation.features import align_features
 from reid.evaluation.protocols import build_protocol
 from reid.figures.thumbnails import framed, label_strip, save_png, thumbnail
@@ -43,7 +46,9 @@ class Match:
     identity: str
     similarity: float
     correct: bool | None
-    false_positive_rate: float | None = None  # `reid identify`'s, shown instead of the similarity
+    # How often a wrong animal scores this high on the gallery (reid.evaluation.false_positives),
+    # shown instead of the similarity; None where the gallery cannot give one.
+    false_positive_rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,9 @@ def top_k_matches(
     ``queries`` is either a number n, giving n queries spread evenly over the protocol's queries
     sorted by image id (deterministic, so every model is shown the same queries), or a list of
     query image ids. Ties in similarity go to the earlier gallery image, as in the metrics. An
-    empty catalogue identity counts as unknown: its matches are neither correct nor wrong.
+    empty catalogue identity counts as unknown: its matches are neither correct nor wrong. Each
+    match's false-positive rate is calibrated on the protocol's gallery; there is none when the
+    gallery has fewer than two identities or any unknown one.
     """
     if k < 1:
         raise UserError(f"top-k retrieval needs k >= 1, got {k}")
@@ -116,6 +123,12 @@ def top_k_matches(
     usable[rows[is_junk], cols[is_junk]] = False
 
     by_id = catalogue.set_index("image_id")
+    gallery_identities = [str(by_id.at[i, "identity"]) for i in gallery_ids]
+    wrong = (
+        wrong_animal_scores(aligned[setup.gallery], gallery_identities)
+        if all(gallery_identities)
+        else np.empty(0, dtype=np.float32)
+    )
     results = []
     for row, query in enumerate(chosen):
         query_id = query_ids[query]
@@ -123,7 +136,7 @@ def top_k_matches(
         order = np.argsort(-similarity[row], kind="stable")
         matches = []
         for g in order[usable[row, order]][:k]:
-            identity = str(by_id.at[gallery_ids[g], "identity"])
+            identity = gallery_identities[g]
             matches.append(
                 Match(
                     image_id=gallery_ids[g],
@@ -131,6 +144,7 @@ def top_k_matches(
                     identity=identity,
                     similarity=float(similarity[row, g]),
                     correct=None if query_identity is None else identity == query_identity,
+                    false_positive_rate=false_positive_rate(similarity[row, g], wrong),
                 )
             )
         query_path = Path(root) / by_id.at[query_id, "path"]
