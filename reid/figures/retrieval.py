@@ -123,7 +123,7 @@ def top_k_matches(
     usable[rows[is_junk], cols[is_junk]] = False
 
     by_id = catalogue.set_index("image_id")
-    gallery_identities = [str(by_id.at[i, "identity"]) for i in gallery_ids]
+    gallery_identities = by_id.loc[gallery_ids, "identity"].astype(str).tolist()
     wrong = (
         wrong_animal_scores(aligned[setup.gallery], gallery_identities)
         if all(gallery_identities)
