@@ -112,6 +112,9 @@ def workflow_config(args: argparse.Namespace) -> tuple[dict, list[str]]:
                     if getattr(args, key) is not None:
                         optimizer[key] = getattr(args, key)
                 entry["train"]["optimizer"] = optimizer
+                if args.batch:
+                    identities, images = args.batch
+                    entry["train"]["batch"] = {"identities": identities, "images": images}
                 if args.erasing is not None:
                     augment = {**entry["train"].get("augment", {}), "erasing": args.erasing}
                     entry["train"]["augment"] = augment
@@ -244,6 +247,13 @@ def main() -> int:
         "--frozen-stem-blocks", type=int, help="efflite0: override config.yaml's frozen stem"
     )
     parser.add_argument("--stem-lr-scale", type=float, help="efflite0: the stem's lr × this")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        nargs=2,
+        metavar=("P", "K"),
+        help="efflite0: P identities x K images per batch (train.batch)",
+    )
     parser.add_argument(
         "--erasing", type=float, help="efflite0: random-erasing probability (train.augment)"
     )
