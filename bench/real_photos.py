@@ -20,7 +20,8 @@ Families:
 - ``efflite0``: the models a machine without a model hub can train, all on ImageNet
   EfficientNet-Lite0 from pip, with config.yaml's settings for them (frozen stride-16 stem,
   192 px): PAW-ViT on the stem, its ViT twin and the whole CNN, once per ``--seeds`` entry
-  (``--backbone lite2``: the same models on EfficientNet-Lite2).
+  (``--backbone lite2``: the same models on EfficientNet-Lite2); ``paw_vit_efflite0_s32`` and
+  ``vit_efflite0_s32`` put them on the whole network at 320 px.
   The untrained metrics are each run's epoch-0 evaluation (ImageNet stem, random transformer);
   ImageNet's own pooled features (``efflite0_frozen``, no training) are scored beside them.
 - ``random-vit``: PAW-ViT and a plain ViT of the same size from the same random initialisation
@@ -62,7 +63,13 @@ def write_shared_init(path: Path, arch: str, seed: int) -> None:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
 
 
-EFFLITE0_MODELS = ("paw_vit_efflite0", "vit_efflite0", "cnn_efflite0")
+EFFLITE0_MODELS = (
+    "paw_vit_efflite0",
+    "vit_efflite0",
+    "cnn_efflite0",
+    "paw_vit_efflite0_s32",
+    "vit_efflite0_s32",
+)
 FROZEN = "efflite0_frozen"
 SPLITS = {
     "identity": {"train_fraction": 0.5, "seed": 0},

@@ -26,6 +26,7 @@ IMG_SIZE = 32
 ARCHS = [  # PAW-ViT, PAW-ViT on a convolutional stem (BN, depthwise), a CNN baseline (BN, SE)
     "paw_vit_tiny_patch16_256",
     "paw_vit_efflite0",
+    "paw_vit_efflite0_s32",  # the whole network under the transformer (its head conv, BN + act)
     "seresnet18",
 ]
 

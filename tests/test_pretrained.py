@@ -141,6 +141,39 @@ def test_hybrid_models_take_the_imagenet_stem_and_keep_the_interfaces(lite0_file
     assert cnn(x).shape == (4, 1280)
 
 
+def test_stride_32_hybrids_put_the_whole_imagenet_network_under_the_transformer(lite0_file):
+    """paw_vit_efflite0_s32's tokens are the CNN baseline's last feature map (before pooling)."""
+    whole = timm_layout(read_state_dict(str(lite0_file)), "efficientnet_lite0")
+    reference = timm.create_model("efficientnet_lite0", num_classes=0)
+    reference.load_state_dict({k: v for k, v in whole.items() if not k.startswith("classifier")})
+    paw = build_model(ModelSpec("paw_vit_efflite0_s32", img_size=96, pretrained=LITE0), 6, 3)
+    assert paw.patch_embed.grid_size == (3, 3)  # stride 32
+    assert paw.patch_embed.proj.in_channels == 1280
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            paw.patch_embed.backbone.eval()(x), reference.eval().forward_features(x)
+        )
+    paw.train()
+    out = paw(x)
+    assert out.atm_maps.shape == (2, 4, 24, 24) and out.id_logits.shape == (2, 6)
+    twin = build_model(ModelSpec("vit_efflite0_s32", img_size=96, pretrained=LITE0), 6, 3)
+    assert torch.equal(
+        twin.backbone.patch_embed.backbone.conv_head.weight, whole["conv_head.weight"]
+    )
+    assert twin.eval()(x).shape == (2, 192)
+    # the stride-16 models' tensors are unchanged by the option: their checkpoints still load
+    assert not any("conv_head" in k for k in timm.create_model("paw_vit_efflite0").state_dict())
+    # frozen up to stage 5 as shipped: the last two stages and the head convolution train
+    frozen = freeze_stem(paw, 5)
+    stem = paw.patch_embed.backbone
+    assert stem.blocks[4] in frozen and stem.blocks[5] not in frozen
+    assert all(p.requires_grad for m in (stem.blocks[6], stem.conv_head, stem.bn2)
+               for p in m.parameters())  # fmt: skip
+    with pytest.raises(UserError, match="at most 7"):
+        freeze_stem(build_model(ModelSpec("paw_vit_efflite0_s32", img_size=64), 4, 2), 8)
+
+
 def test_untrained_cnn_gives_imagenet_features(lite0_file):
     """The pooled feature equals timm's efficientnet_lite0 loaded with the converted weights."""
     reference = timm.create_model("efficientnet_lite0", num_classes=0)

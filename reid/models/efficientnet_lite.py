@@ -89,22 +89,33 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
 
 
 class EfficientNetLiteStem(nn.Module):
-    """EfficientNet-Lite up to stride 16: conv stem, BN + ReLU6 and the first five stages.
+    """EfficientNet-Lite as a hybrid ViT's stem: its feature map's cells become the patch tokens.
 
-    For a 224-pixel input it yields a 14×14 map (112 channels for lite0 and lite1, 120 for lite2)
-    whose cells become the transformer's patch tokens, as the hybrid ViT does with a ResNet."""
+    ``stride=16``: conv stem, BN + ReLU6 and the first five stages; a 224-pixel input yields a
+    14×14 map of 112 channels (lite0, lite1; 120 for lite2), as the hybrid ViT does with a ResNet.
+    ``stride=32``: the whole network up to its 1×1 head convolution (1280 channels): every
+    pretrained stage the convolutional baseline has, on a coarser grid (10×10 at 320 px), like
+    timm's ``vit_*_r26_s32``."""
 
-    def __init__(self, variant: str = "efficientnet_lite0") -> None:
+    def __init__(self, variant: str = "efficientnet_lite0", stride: int = 16) -> None:
         super().__init__()
+        if stride not in (16, 32):
+            raise ValueError(f"an EfficientNet-Lite stem ends at stride 16 or 32, not {stride}")
         network = timm.create_model(variant, pretrained=False)
         self.variant = variant
         self.conv_stem = network.conv_stem
         self.bn1 = network.bn1
-        self.blocks = network.blocks[:STEM_BLOCKS]
-        self.num_features = network.feature_info[3]["num_chs"]
+        if stride == 16:
+            self.blocks = network.blocks[:STEM_BLOCKS]
+            self.conv_head, self.bn2 = nn.Identity(), nn.Identity()
+            self.num_features = network.feature_info[3]["num_chs"]
+        else:
+            self.blocks = network.blocks
+            self.conv_head, self.bn2 = network.conv_head, network.bn2
+            self.num_features = network.num_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.bn1(self.conv_stem(x)))
+        return self.bn2(self.conv_head(self.blocks(self.bn1(self.conv_stem(x)))))
 
     def state_dict_from(self, whole: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """This stem's tensors out of a whole-network state dict in timm layout."""

