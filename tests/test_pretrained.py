@@ -35,6 +35,17 @@ def lite0_file():
     return resolve_weights(LITE0).path
 
 
+@pytest.fixture(scope="module")
+def lite0_timm(lite0_file):
+    """The package's converted weights in timm's layout, and timm's efficientnet_lite0 without
+    classifier loaded with them (eval mode): the independent reference the project's models
+    must reproduce."""
+    weights = timm_layout(read_state_dict(str(lite0_file)), "efficientnet_lite0")
+    reference = timm.create_model("efficientnet_lite0", num_classes=0)
+    reference.load_state_dict({k: v for k, v in weights.items() if not k.startswith("classifier")})
+    return weights, reference.eval()
+
+
 # ------------------------------------------------------------------------------ weights entries
 def test_package_entry_resolves_to_the_installed_file_with_its_version_and_sha256():
     resolved = resolve_weights(LITE0)
@@ -114,8 +125,8 @@ def test_weights_file_with_python_objects_is_refused_without_unpickling_advice(t
 
 
 # ---------------------------------------------------------------------------------- models
-def test_hybrid_models_take_the_imagenet_stem_and_keep_the_interfaces(lite0_file):
-    package = timm_layout(read_state_dict(str(lite0_file)), "efficientnet_lite0")
+def test_hybrid_models_take_the_imagenet_stem_and_keep_the_interfaces(lite0_timm):
+    package, _ = lite0_timm
     paw = build_model(ModelSpec("paw_vit_efflite0", img_size=64, pretrained=LITE0), 6, 3)
     assert paw.patch_embed.grid_size == (4, 4)  # stride 16
     stem = paw.patch_embed.backbone.state_dict()
@@ -141,18 +152,16 @@ def test_hybrid_models_take_the_imagenet_stem_and_keep_the_interfaces(lite0_file
     assert cnn(x).shape == (4, 1280)
 
 
-def test_stride_32_hybrids_put_the_whole_imagenet_network_under_the_transformer(lite0_file):
+def test_stride_32_hybrids_put_the_whole_imagenet_network_under_the_transformer(lite0_timm):
     """paw_vit_efflite0_s32's tokens are the CNN baseline's last feature map (before pooling)."""
-    whole = timm_layout(read_state_dict(str(lite0_file)), "efficientnet_lite0")
-    reference = timm.create_model("efficientnet_lite0", num_classes=0)
-    reference.load_state_dict({k: v for k, v in whole.items() if not k.startswith("classifier")})
+    whole, reference = lite0_timm
     paw = build_model(ModelSpec("paw_vit_efflite0_s32", img_size=96, pretrained=LITE0), 6, 3)
     assert paw.patch_embed.grid_size == (3, 3)  # stride 32
     assert paw.patch_embed.proj.in_channels == 1280
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
         torch.testing.assert_close(
-            paw.patch_embed.backbone.eval()(x), reference.eval().forward_features(x)
+            paw.patch_embed.backbone.eval()(x), reference.forward_features(x)
         )
     paw.train()
     out = paw(x)
@@ -174,20 +183,13 @@ def test_stride_32_hybrids_put_the_whole_imagenet_network_under_the_transformer(
         freeze_stem(build_model(ModelSpec("paw_vit_efflite0_s32", img_size=64), 4, 2), 8)
 
 
-def test_untrained_cnn_gives_imagenet_features(lite0_file):
+def test_untrained_cnn_gives_imagenet_features(lite0_timm):
     """The pooled feature equals timm's efficientnet_lite0 loaded with the converted weights."""
-    reference = timm.create_model("efficientnet_lite0", num_classes=0)
-    reference.load_state_dict(
-        {
-            k: v
-            for k, v in timm_layout(read_state_dict(str(lite0_file)), "efficientnet_lite0").items()
-            if not k.startswith("classifier")
-        }
-    )
+    _, reference = lite0_timm
     cnn = build_model(ModelSpec("cnn_efflite0", pretrained=LITE0), 2, 1).eval()
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
-        torch.testing.assert_close(cnn(x), reference.eval()(x))
+        torch.testing.assert_close(cnn(x), reference(x))
 
 
 def test_a_hybrid_checkpoint_of_the_same_model_passes_through(tmp_path):
