@@ -122,9 +122,10 @@ def workflow_config(args: argparse.Namespace) -> tuple[dict, list[str]]:
                 if args.batch:
                     identities, images = args.batch
                     entry["train"]["batch"] = {"identities": identities, "images": images}
-                if args.erasing is not None:
-                    augment = {**entry["train"].get("augment", {}), "erasing": args.erasing}
-                    entry["train"]["augment"] = augment
+                for key in ("erasing", "min_crop_area", "colour"):
+                    if getattr(args, key) is not None:
+                        augment = {**entry["train"].get("augment", {}), key: getattr(args, key)}
+                        entry["train"]["augment"] = augment
                 models.append(name := f"{base}{args.tag}_s{seed}")
                 config["models"][name] = entry
         config["datasets"] = {args.name: dataset_entry(args, models[0], (models[1:] or [None])[0])}
@@ -263,6 +264,14 @@ def main() -> int:
     )
     parser.add_argument(
         "--erasing", type=float, help="efflite0: random-erasing probability (train.augment)"
+    )
+    parser.add_argument(
+        "--min-crop-area",
+        type=float,
+        help="efflite0: random crops of at least this fraction of the photo (train.augment)",
+    )
+    parser.add_argument(
+        "--colour", type=float, help="efflite0: colour-jitter strength (train.augment)"
     )
     parser.add_argument(
         "--backbone",

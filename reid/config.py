@@ -32,7 +32,11 @@ def model_spec(model: dict[str, Any]) -> ModelSpec:
     return ModelSpec(**model)
 
 
-LATER_TRAIN_SETTINGS: dict[tuple[str, ...], Any] = {("augment", "erasing"): 0}
+LATER_TRAIN_SETTINGS: dict[tuple[str, ...], Any] = {
+    ("augment", "erasing"): 0,
+    ("augment", "min_crop_area"): 1,
+    ("augment", "colour"): 0,
+}
 """Train keys added after models were trained, each with the value that computes what training
 computed before the key existed. The Snakefile leaves a key at that value out of settings.json
 (:func:`without_later_defaults`), so that upgrading the project does not retrain finished
@@ -82,6 +86,8 @@ class TrainSettings:
     final_lr: float
     rotation: float
     erasing: float
+    min_crop_area: float
+    colour: float
     flip_as_new_identity: bool
     precision: str
     losses: LossConfig
@@ -109,6 +115,8 @@ class TrainSettings:
                 final_lr=float(train["schedule"]["final_lr"]),
                 rotation=float(train["augment"]["rotation"]),
                 erasing=float(train["augment"]["erasing"]),
+                min_crop_area=float(train["augment"]["min_crop_area"]),
+                colour=float(train["augment"]["colour"]),
                 flip_as_new_identity=bool(train["augment"]["flip_as_new_identity"]),
                 precision=str(train["precision"]),
                 losses=LossConfig(**losses),

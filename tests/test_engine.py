@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
+from PIL import Image, ImageEnhance
 from tiny_data import make_tiny_dataset, run_settings
 
 from reid.config import RunSettings, without_later_defaults
 from reid.data.datasets import TrainDataset
 from reid.data.part_maps import load_part_maps
-from reid.data.transforms import ERASED_AREA, augment_pair, erase_rectangle
+from reid.data.transforms import (
+    CROP_ASPECT,
+    ERASED_AREA,
+    augment_pair,
+    erase_rectangle,
+    jitter_colour,
+    random_crop_box,
+)
 from reid.engine import train as train_module
 from reid.engine.checkpoint import load_tensors
 from reid.engine.extract import extract_descriptors
@@ -101,16 +110,15 @@ def test_random_erasing_fills_one_rectangle_of_the_set_area(shape):
     assert np.mean(areas) == pytest.approx(np.mean(ERASED_AREA), abs=0.05)
 
 
-def test_random_erasing_changes_only_the_image(tiny):
+def small_train_dataset(tiny, rotation=15, **augment):
+    """The tiny training split at 32 px (maps 16 × 16), unmirrored, with these augmentations."""
     maps = load_part_maps(tiny.masks)
     rows = tiny.table[tiny.table["split"] == "train"]
+    return TrainDataset(rows, tiny.root, maps, 32, 16, rotation, False, **augment)
 
-    def dataset(erasing):
-        return TrainDataset(
-            rows, tiny.root, maps, 32, 16, rotation=15, flip_as_new_identity=False, erasing=erasing
-        )
 
-    plain, always = dataset(0.0), dataset(1.0)
+def test_random_erasing_changes_only_the_image(tiny):
+    plain, always = small_train_dataset(tiny), small_train_dataset(tiny, erasing=1.0)
     differs = 0
     for index in range(len(plain)):
         a, b = plain[(index, index)], always[(index, index)]
@@ -123,9 +131,104 @@ def test_random_erasing_changes_only_the_image(tiny):
     assert differs == len(plain)
 
 
-def test_settings_from_before_random_erasing_train_without_it():
-    """settings.json leaves erasing out at 0, as it was written before erasing existed, so an
-    upgrade does not retrain finished models; read back, it is 0; any other value is kept."""
+@pytest.mark.parametrize("shape", [(64, 64), (48, 96), (96, 40), (3, 200)])
+@pytest.mark.parametrize("min_area", [0.3, 0.6, 0.95])
+def test_random_crop_box_lies_in_the_photo_with_the_set_area_and_aspect(shape, min_area):
+    h, w = shape
+    areas, rng = [], np.random.default_rng(0)
+    for _ in range(2000):
+        top, left, ch, cw = random_crop_box((h, w, 3), min_area, rng)
+        assert 0 <= top and top + ch <= h and 0 <= left and left + cw <= w and ch > 0 and cw > 0
+        area, aspect = ch * cw / (h * w), (cw / w) / (ch / h)
+        areas.append(area)
+        # as drawn, up to rounding each side to whole pixels
+        rounding = 1 / (2 * min(h, w) * np.sqrt(area)) if min(h, w) >= 40 else 0.5
+        assert min_area * (1 - 2 * rounding) <= area <= 1.0
+        assert CROP_ASPECT[0] * (1 - 2 * rounding) <= aspect <= CROP_ASPECT[1] * (1 + 2 * rounding)
+    if min(h, w) >= 40:  # the area is drawn uniformly from [min_area, 1]
+        assert np.mean(areas) == pytest.approx((1 + min_area) / 2, abs=0.02)
+        assert min(areas) < min_area + 0.1 * (1 - min_area) and max(areas) > 0.9
+
+
+def test_a_crop_keeps_image_and_map_aligned():
+    """A 96 × 160 photo with a 64 × 64 map that labels its own colours: after a crop the map,
+    resized back onto the image, still names each pixel's colour."""
+    rng = np.random.default_rng(0)
+    labels = np.zeros((64, 64), np.uint8)
+    labels[10:50, 5:30] = 1
+    labels[20:60, 30:61] = 2
+    palette = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255]], np.uint8)
+    image = palette[cv2.resize(labels, (160, 96), interpolation=cv2.INTER_NEAREST)]
+    for _ in range(10):
+        box = random_crop_box(image.shape, 0.3, rng)
+        top, left, ch, cw = box
+        out_image, out_map = augment_pair(image, labels, 128, 64, False, 0.0, crop=box)
+        assert out_image.shape == (128, 128, 3) and out_map.shape == (64, 64)
+        small = out_image[1::2, 1::2]
+        agree = np.all(np.abs(small.astype(int) - palette[out_map].astype(int)) < 96, axis=-1)
+        # away from the regions' and the image's edges (a map cell either side: nearest-neighbour
+        # resizing may shift a label edge by half a cell), image and map agree everywhere
+        inner = cv2.erode(out_map, np.ones((3, 3))) == cv2.dilate(out_map, np.ones((3, 3)))
+        inner = inner[1:-1, 1:-1]
+        assert inner.mean() > 0.5 and agree[1:-1, 1:-1][inner].all()
+        assert agree.mean() > 0.93
+        # and the crop is the photo's region: its mean colour is the region's
+        region = image[top : top + ch, left : left + cw].reshape(-1, 3).mean(0)
+        assert np.allclose(out_image.reshape(-1, 3).mean(0), region, atol=6)
+
+
+def test_random_crops_change_image_and_map_together_and_repeat_with_the_seed(tiny):
+    plain = small_train_dataset(tiny, rotation=0)
+    cropped = small_train_dataset(tiny, rotation=0, min_crop_area=0.4)
+    maps_differ = 0
+    for index in range(len(plain)):
+        a, b = plain[(index, index)], cropped[(index, index)]
+        again = cropped[(index, index)]
+        torch.testing.assert_close(again["image"], b["image"])  # a resumed run sees the same
+        torch.testing.assert_close(again["target_map"], b["target_map"])
+        assert not torch.equal(a["image"], b["image"])
+        maps_differ += not torch.equal(a["target_map"], b["target_map"])
+        # visibility follows the cropped map
+        present = set(b["target_map"].unique().tolist()) - {0}
+        assert {i + 1 for i in np.flatnonzero(b["visibility"].numpy())} == present
+    assert maps_differ > len(plain) // 2
+
+
+def test_colour_jitter_matches_pillows_enhancers():
+    """Brightness, contrast, then saturation with the drawn factors, as PIL's ImageEnhance (the
+    definitions torchvision's ColorJitter follows) computes them, up to PIL's integer rounding
+    of each step."""
+    image = np.random.default_rng(1).integers(20, 236, size=(24, 32, 3), dtype=np.uint8)
+    for seed in range(5):
+        strength = 0.4
+        factors = np.random.default_rng(seed).uniform(1 - strength, 1 + strength, size=3)
+        reference = Image.fromarray(image)
+        for enhancer, factor in zip(
+            (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color),
+            factors,
+            strict=True,
+        ):
+            reference = enhancer(reference).enhance(float(factor))
+        out = jitter_colour(image, strength, np.random.default_rng(seed))
+        assert out.dtype == np.uint8 and out.shape == image.shape
+        assert np.abs(out.astype(int) - np.asarray(reference).astype(int)).max() <= 3
+    assert np.array_equal(jitter_colour(image, 0.0, np.random.default_rng(0)), image)
+
+
+def test_colour_jitter_changes_only_the_image(tiny):
+    plain, jittered = small_train_dataset(tiny), small_train_dataset(tiny, colour=0.3)
+    for index in range(len(plain)):
+        a, b = plain[(index, index)], jittered[(index, index)]
+        torch.testing.assert_close(b["target_map"], a["target_map"])  # same rotation drawn first
+        torch.testing.assert_close(b["visibility"], a["visibility"])
+        assert not torch.equal(a["image"], b["image"])
+
+
+def test_settings_from_before_later_augmentations_train_without_them():
+    """settings.json leaves random erasing (0), random crops (min area 1) and colour jitter (0)
+    out at the values that compute what training computed before they existed, so an upgrade
+    does not retrain finished models; read back, they are those values; any other value is
+    kept."""
     resolved = run_settings()["train"]
     written = without_later_defaults(resolved)
     assert written["augment"] == {"rotation": 15, "flip_as_new_identity": True}
@@ -133,11 +236,14 @@ def test_settings_from_before_random_erasing_train_without_it():
         k: v for k, v in resolved.items() if k != "augment"
     }
     assert resolved["augment"]["erasing"] == 0.0  # the input is left as it was
-    assert RunSettings.from_dict(run_settings() | {"train": written}).train.erasing == 0.0
+    read_back = RunSettings.from_dict(run_settings() | {"train": written}).train
+    assert (read_back.erasing, read_back.min_crop_area, read_back.colour) == (0.0, 1.0, 0.0)
     on = run_settings()
-    on["train"]["augment"]["erasing"] = 0.5
-    assert without_later_defaults(on["train"])["augment"]["erasing"] == 0.5
-    assert RunSettings.from_dict(on).train.erasing == 0.5
+    changed = {"erasing": 0.5, "min_crop_area": 0.6, "colour": 0.2}
+    on["train"]["augment"] |= changed
+    assert without_later_defaults(on["train"])["augment"] == on["train"]["augment"]
+    read_back = RunSettings.from_dict(on).train
+    assert (read_back.erasing, read_back.min_crop_area, read_back.colour) == (0.5, 0.6, 0.2)
 
 
 def test_visibility_follows_the_augmented_map(tiny):

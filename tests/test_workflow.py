@@ -357,8 +357,9 @@ def test_cache_semantics(tmp_path):
     assert planned_jobs(snakemake(tmp_path, "-n", "results/demo/metrics.json")) == {}
     assert '"name": "truth"' in (teacher_dir / "settings.json").read_text()
     small_config(tmp_path)
-    # Nor does a training setting added after the model was trained (random erasing), left at
-    # the value that trains as before: settings.json is what the older code wrote.
+    # Nor do training settings added after the model was trained (random erasing, random crops,
+    # colour jitter), left at the values that train as before: settings.json is what the older
+    # code wrote.
     trained = json.loads((tmp_path / "results/demo/paw_vit_tiny/settings.json").read_text())
     assert trained["train"]["augment"] == {"rotation": 15, "flip_as_new_identity": True}
 

@@ -115,7 +115,13 @@ def run_settings(**train_overrides) -> dict:
             "frozen_stem_blocks": 0,
         },
         "schedule": {"warmup_epochs": 1, "warmup_start_lr": 1e-5, "final_lr": 1e-4},
-        "augment": {"rotation": 15, "erasing": 0.0, "flip_as_new_identity": True},
+        "augment": {
+            "rotation": 15,
+            "erasing": 0.0,
+            "min_crop_area": 1.0,
+            "colour": 0.0,
+            "flip_as_new_identity": True,
+        },
         "losses": {
             "id": True,
             "triplet": True,

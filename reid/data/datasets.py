@@ -24,6 +24,8 @@ from reid.data.transforms import (
     Normalisation,
     augment_pair,
     erase_rectangle,
+    jitter_colour,
+    random_crop_box,
     resize_image,
     to_tensor,
 )
@@ -43,8 +45,8 @@ class TrainSample:
 
 
 class TrainDataset(Dataset):
-    """Training images with their part maps, augmented identically (rotation, resize, mirror);
-    optionally random erasing of the image alone.
+    """Training images with their part maps, augmented identically (optional random crop,
+    rotation, resize, mirror); optionally random erasing of the image alone.
 
     Items are addressed as ``(index, seed)`` so augmentation depends only on the seed the batch
     sampler assigns (see :class:`SeededBatches`), not on which worker process draws it: a resumed
@@ -62,6 +64,8 @@ class TrainDataset(Dataset):
         flip_as_new_identity: bool,
         normalisation: Normalisation = PROJECT_NORMALISATION,
         erasing: float = 0.0,
+        min_crop_area: float = 1.0,
+        colour: float = 0.0,
     ) -> None:
         self.root = root
         self.normalisation = normalisation
@@ -70,6 +74,8 @@ class TrainDataset(Dataset):
         self.mask_size = mask_size
         self.rotation = rotation
         self.erasing = erasing
+        self.min_crop_area = min_crop_area
+        self.colour = colour
         self.identities = sorted(rows["identity"].unique())
         identity_index = {identity: i for i, identity in enumerate(self.identities)}
         num_identities = len(self.identities)
@@ -107,14 +113,23 @@ class TrainDataset(Dataset):
         sample = self.samples[index]
         rng = np.random.default_rng(seed)
         degrees = float(rng.uniform(-self.rotation, self.rotation)) if self.rotation else 0.0
+        image = cut_to(read_rgb(sample.path), self.maps.boxes.get(sample.image_id))
+        crop = (
+            random_crop_box(image.shape, self.min_crop_area, rng)
+            if self.min_crop_area < 1
+            else None
+        )
         image, labels = augment_pair(
-            cut_to(read_rgb(sample.path), self.maps.boxes.get(sample.image_id)),
+            image,
             self.maps.labels[sample.map_row],
             self.img_size,
             self.mask_size,
             mirror=sample.mirrored,
             degrees=degrees,
+            crop=crop,
         )
+        if self.colour:
+            image = jitter_colour(image, self.colour, rng)
         if self.erasing and rng.random() < self.erasing:
             image = erase_rectangle(image, rng)
         num_parts = self.maps.num_parts

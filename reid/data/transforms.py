@@ -77,6 +77,39 @@ def to_tensor(
     return tensor.sub_(mean).div_(std)
 
 
+CROP_ASPECT = (3 / 4, 4 / 3)  # crop width / height relative to the photo's, drawn log-uniformly
+
+
+def random_crop_box(
+    shape: tuple[int, ...], min_area: float, rng: np.random.Generator
+) -> tuple[int, int, int, int]:
+    """A random crop (top, left, height, width) in pixels: its area a fraction of the photo's drawn
+    uniformly from ``min_area``–1, its aspect relative to the photo's drawn log-uniformly from
+    :data:`CROP_ASPECT` narrowed so that both sides fit (a ≤ aspect ≤ 1/a), placed uniformly.
+    The scale and framing jitter of a random-resized crop, mild enough to keep most of the
+    animal."""
+    h, w = shape[:2]
+    area = rng.uniform(min_area, 1.0)
+    low, high = max(CROP_ASPECT[0], area), min(CROP_ASPECT[1], 1 / area)
+    aspect = np.exp(rng.uniform(np.log(low), np.log(high)))
+    ch = min(h, max(1, round(h * np.sqrt(area / aspect))))
+    cw = min(w, max(1, round(w * np.sqrt(area * aspect))))
+    top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    return top, left, ch, cw
+
+
+def crop_pair(
+    image: np.ndarray, labels: np.ndarray, box: tuple[int, int, int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cut the same region, given in image pixels, from an image and its (smaller) part map: the
+    map is brought to the image's size with nearest neighbour first, so the two stay aligned to
+    the pixel."""
+    top, left, ch, cw = box
+    h, w = image.shape[:2]
+    full = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
+    return image[top : top + ch, left : left + cw], full[top : top + ch, left : left + cw]
+
+
 def augment_pair(
     image: np.ndarray,
     labels: np.ndarray,
@@ -84,8 +117,12 @@ def augment_pair(
     mask_size: int,
     mirror: bool,
     degrees: float,
+    crop: tuple[int, int, int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Resize, optionally mirror, and rotate an image and its part map identically."""
+    """Optionally crop (a box from :func:`random_crop_box`), then resize, optionally mirror, and
+    rotate an image and its part map identically."""
+    if crop is not None:
+        image, labels = crop_pair(image, labels, crop)
     image = resize_image(image, img_size)
     labels = resize_map(labels, mask_size)
     if mirror:
@@ -95,6 +132,21 @@ def augment_pair(
         image = rotate(np.ascontiguousarray(image), degrees, nearest=False)
         labels = rotate(np.ascontiguousarray(labels), degrees, nearest=True)
     return np.ascontiguousarray(image), np.ascontiguousarray(labels)
+
+
+GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601 luma of RGB
+
+
+def jitter_colour(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Scale brightness, contrast and saturation, in that order, each by a factor drawn uniformly
+    from 1 ± ``strength`` (torchvision's ColorJitter without hue): the same stripes under other
+    light. Contrast blends with the image's mean grey, saturation with each pixel's grey; each
+    step clips to 0–255, as torchvision's does."""
+    brightness, contrast, saturation = rng.uniform(1 - strength, 1 + strength, size=3)
+    out = np.clip(image.astype(np.float32) * brightness, 0, 255)
+    out = np.clip(contrast * out + (1 - contrast) * (out @ GREY_WEIGHTS).mean(), 0, 255)
+    out = np.clip(saturation * out + (1 - saturation) * (out @ GREY_WEIGHTS)[..., None], 0, 255)
+    return (out + 0.5).astype(np.uint8)
 
 
 ERASED_AREA = (0.02, 0.4)  # fraction of the image (Zhong et al., AAAI 2020, the re-ID setting)

@@ -127,6 +127,8 @@ class Trainer:
             flip_as_new_identity=train.flip_as_new_identity,
             normalisation=spec.normalisation,
             erasing=train.erasing,
+            min_crop_area=train.min_crop_area,
+            colour=train.colour,
         )
         torch.manual_seed(train.seed)  # identical initial weights on every rank
         self.model_core = build_model(spec, self.dataset.num_classes, self.maps.num_parts).to(
