@@ -122,10 +122,13 @@ def workflow_config(args: argparse.Namespace) -> tuple[dict, list[str]]:
                 if args.batch:
                     identities, images = args.batch
                     entry["train"]["batch"] = {"identities": identities, "images": images}
-                for key in ("erasing", "min_crop_area", "colour"):
-                    if getattr(args, key) is not None:
-                        augment = {**entry["train"].get("augment", {}), key: getattr(args, key)}
-                        entry["train"]["augment"] = augment
+                augment = {
+                    key: getattr(args, key)
+                    for key in ("erasing", "min_crop_area", "colour")
+                    if getattr(args, key) is not None
+                }
+                if augment:
+                    entry["train"]["augment"] = {**entry["train"].get("augment", {}), **augment}
                 models.append(name := f"{base}{args.tag}_s{seed}")
                 config["models"][name] = entry
         config["datasets"] = {args.name: dataset_entry(args, models[0], (models[1:] or [None])[0])}

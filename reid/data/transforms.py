@@ -134,18 +134,17 @@ def augment_pair(
     return np.ascontiguousarray(image), np.ascontiguousarray(labels)
 
 
-GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601 luma of RGB
-
-
 def jitter_colour(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
     """Scale brightness, contrast and saturation, in that order, each by a factor drawn uniformly
     from 1 ± ``strength`` (torchvision's ColorJitter without hue): the same stripes under other
     light. Contrast blends with the image's mean grey, saturation with each pixel's grey; each
     step clips to 0–255, as torchvision's does."""
-    brightness, contrast, saturation = rng.uniform(1 - strength, 1 + strength, size=3)
+    brightness, contrast, saturation = map(float, rng.uniform(1 - strength, 1 + strength, size=3))
     out = np.clip(image.astype(np.float32) * brightness, 0, 255)
-    out = np.clip(contrast * out + (1 - contrast) * (out @ GREY_WEIGHTS).mean(), 0, 255)
-    out = np.clip(saturation * out + (1 - saturation) * (out @ GREY_WEIGHTS)[..., None], 0, 255)
+    grey = cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)
+    out = np.clip(contrast * out + (1 - contrast) * grey.mean(), 0, 255)
+    grey = cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)
+    out = np.clip(saturation * out + (1 - saturation) * grey[..., None], 0, 255)
     return (out + 0.5).astype(np.uint8)
 
 
