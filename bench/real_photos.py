@@ -115,7 +115,7 @@ def workflow_config(args: argparse.Namespace) -> tuple[dict, list[str]]:
                 if args.img_size:
                     entry["img_size"] = args.img_size
                 optimizer = dict(entry["train"]["optimizer"])
-                for key in ("lr", "frozen_stem_blocks", "stem_lr_scale", "heads_lr_scale"):
+                for key in ("lr", "frozen_stem_blocks", "stem_lr_scale"):
                     if getattr(args, key) is not None:
                         optimizer[key] = getattr(args, key)
                 entry["train"]["optimizer"] = optimizer
@@ -258,7 +258,6 @@ def main() -> int:
         "--frozen-stem-blocks", type=int, help="efflite0: override config.yaml's frozen stem"
     )
     parser.add_argument("--stem-lr-scale", type=float, help="efflite0: the stem's lr × this")
-    parser.add_argument("--heads-lr-scale", type=float, help="efflite0: the re-ID heads' lr × this")
     parser.add_argument(
         "--batch",
         type=int,

@@ -36,7 +36,6 @@ LATER_TRAIN_SETTINGS: dict[tuple[str, ...], Any] = {
     ("augment", "erasing"): 0,
     ("augment", "min_crop_area"): 1,
     ("augment", "colour"): 0,
-    ("optimizer", "heads_lr_scale"): 1,
 }
 """Train keys added after models were trained, each with the value that computes what training
 computed before the key existed. The Snakefile leaves a key at that value out of settings.json
@@ -81,7 +80,6 @@ class TrainSettings:
     lr: float
     weight_decay: float
     stem_lr_scale: float
-    heads_lr_scale: float
     frozen_stem_blocks: int
     warmup_epochs: int
     warmup_start_lr: float
@@ -111,7 +109,6 @@ class TrainSettings:
                 lr=float(train["optimizer"]["lr"]),
                 weight_decay=float(train["optimizer"]["weight_decay"]),
                 stem_lr_scale=float(train["optimizer"]["stem_lr_scale"]),
-                heads_lr_scale=float(train["optimizer"]["heads_lr_scale"]),
                 frozen_stem_blocks=int(train["optimizer"]["frozen_stem_blocks"]),
                 warmup_epochs=int(train["schedule"]["warmup_epochs"]),
                 warmup_start_lr=float(train["schedule"]["warmup_start_lr"]),

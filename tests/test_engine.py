@@ -224,35 +224,26 @@ def test_colour_jitter_changes_only_the_image(tiny):
         assert not torch.equal(a["image"], b["image"])
 
 
-def test_settings_from_before_later_keys_train_without_them():
-    """settings.json leaves random erasing (0), random crops (min area 1), colour jitter (0) and
-    the heads' learning-rate factor (1) out at the values that compute what training computed
-    before they existed, so an upgrade does not retrain finished models; read back, they are
-    those values; any other value is kept."""
+def test_settings_from_before_later_augmentations_train_without_them():
+    """settings.json leaves random erasing (0), random crops (min area 1) and colour jitter (0)
+    out at the values that compute what training computed before they existed, so an upgrade
+    does not retrain finished models; read back, they are those values; any other value is
+    kept."""
     resolved = run_settings()["train"]
     written = without_later_defaults(resolved)
     assert written["augment"] == {"rotation": 15, "flip_as_new_identity": True}
-    assert "heads_lr_scale" not in written["optimizer"]
-    assert written["optimizer"] == {
-        k: v for k, v in resolved["optimizer"].items() if k != "heads_lr_scale"
-    }
-    assert {k: v for k, v in written.items() if k not in ("augment", "optimizer")} == {
-        k: v for k, v in resolved.items() if k not in ("augment", "optimizer")
+    assert {k: v for k, v in written.items() if k != "augment"} == {
+        k: v for k, v in resolved.items() if k != "augment"
     }
     assert resolved["augment"]["erasing"] == 0.0  # the input is left as it was
-    assert resolved["optimizer"]["heads_lr_scale"] == 1.0
     read_back = RunSettings.from_dict(run_settings() | {"train": written}).train
     assert (read_back.erasing, read_back.min_crop_area, read_back.colour) == (0.0, 1.0, 0.0)
-    assert read_back.heads_lr_scale == 1.0
     on = run_settings()
     changed = {"erasing": 0.5, "min_crop_area": 0.6, "colour": 0.2}
     on["train"]["augment"] |= changed
-    on["train"]["optimizer"]["heads_lr_scale"] = 8.0
     assert without_later_defaults(on["train"])["augment"] == on["train"]["augment"]
-    assert without_later_defaults(on["train"])["optimizer"]["heads_lr_scale"] == 8.0
     read_back = RunSettings.from_dict(on).train
     assert (read_back.erasing, read_back.min_crop_area, read_back.colour) == (0.5, 0.6, 0.2)
-    assert read_back.heads_lr_scale == 8.0
 
 
 def test_visibility_follows_the_augmented_map(tiny):

@@ -112,7 +112,6 @@ def run_settings(**train_overrides) -> dict:
             "lr": 3e-4,
             "weight_decay": 5e-4,
             "stem_lr_scale": 1.0,
-            "heads_lr_scale": 1.0,
             "frozen_stem_blocks": 0,
         },
         "schedule": {"warmup_epochs": 1, "warmup_start_lr": 1e-5, "final_lr": 1e-4},

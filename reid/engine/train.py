@@ -51,7 +51,7 @@ from reid.engine.schedule import lr_at
 from reid.errors import UserError
 from reid.evaluation import evaluate_features
 from reid.losses import PawLoss
-from reid.models import build_model, freeze_stem, heads_parameter_names, stem_parameter_names
+from reid.models import build_model, freeze_stem, stem_parameter_names
 from reid.models.heads import ReidOutput
 from reid.provenance import package_versions
 from reid.weights import resolve_weights
@@ -171,24 +171,17 @@ class Trainer:
 
     def _param_groups(self, train: TrainSettings) -> list[dict[str, Any]]:
         """timm's weight-decay groups (frozen parameters left out), each split once more so that
-        a pretrained stem's parameters train at ``stem_lr_scale`` × the learning rate and the
-        re-ID heads' at ``heads_lr_scale`` ×."""
+        a pretrained stem's parameters train at ``stem_lr_scale`` × the learning rate."""
         core = self.model_core
         no_decay = getattr(core, "no_weight_decay", lambda: set())()
-        names = {id(p): n for n, p in core.named_parameters()}
-        stem, heads = stem_parameter_names(core), heads_parameter_names(core)
-        scales = {"stem": train.stem_lr_scale, "heads": train.heads_lr_scale, "rest": 1.0}
-
-        def part(param: torch.Tensor) -> str:
-            name = names[id(param)]
-            return "stem" if name in stem else "heads" if name in heads else "rest"
-
+        stem_names = stem_parameter_names(core)
+        stem = {id(p) for n, p in core.named_parameters() if n in stem_names}
         groups = []
         for group in param_groups_weight_decay(
             core, train.weight_decay, no_weight_decay_list=set(no_decay)
         ):
-            for kind, scale in scales.items():
-                params = [p for p in group["params"] if part(p) == kind]
+            for in_stem, scale in ((False, 1.0), (True, train.stem_lr_scale)):
+                params = [p for p in group["params"] if (id(p) in stem) == in_stem]
                 if params:
                     groups.append({**group, "params": params, "lr_scale": scale})
         return groups

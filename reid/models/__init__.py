@@ -21,7 +21,7 @@ from reid.models import efficientnet_lite, hybrid, paw_vit  # noqa: F401  (regis
 from reid.models.baselines import ReidBaseline
 from reid.models.efficientnet_lite import EfficientNetLiteStem
 from reid.models.frozen import build_frozen, takes_img_size
-from reid.models.heads import ReidHeads, ReidOutput
+from reid.models.heads import ReidOutput
 from reid.models.paw_vit import PawViT
 from reid.weights import resolve_weights
 
@@ -32,7 +32,6 @@ __all__ = [
     "ReidOutput",
     "build_model",
     "freeze_stem",
-    "heads_parameter_names",
     "stem_parameter_names",
 ]
 
@@ -110,13 +109,6 @@ def stem_parameter_names(model: nn.Module) -> set[str]:
         elif isinstance(module, EfficientNet):
             prefixes.append(f"{name}.")
     return {n for n, _ in model.named_parameters() if n.startswith(tuple(prefixes))}
-
-
-def heads_parameter_names(model: nn.Module) -> set[str]:
-    """Names of the parameters of the re-ID heads (BNNeck, ID and orientation classifiers), which
-    train with ``heads_lr_scale`` × the learning rate."""
-    prefixes = tuple(f"{name}." for name, m in model.named_modules() if isinstance(m, ReidHeads))
-    return {n for n, _ in model.named_parameters() if n.startswith(prefixes)}
 
 
 def freeze_stem(model: nn.Module, blocks: int) -> list[nn.Module]:
