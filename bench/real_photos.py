@@ -114,6 +114,8 @@ def workflow_config(args: argparse.Namespace) -> tuple[dict, list[str]]:
                     entry["train"]["epochs"] = args.epochs
                 if args.img_size:
                     entry["img_size"] = args.img_size
+                if args.descriptor:
+                    entry["descriptor"] = args.descriptor
                 optimizer = dict(entry["train"]["optimizer"])
                 for key in ("lr", "frozen_stem_blocks", "stem_lr_scale"):
                     if getattr(args, key) is not None:
@@ -281,6 +283,11 @@ def main() -> int:
         default="lite0",
         choices=["lite0", "lite2"],
         help="efflite0: the ImageNet EfficientNet-Lite under the models (lite2: 1.3x the time)",
+    )
+    parser.add_argument(
+        "--descriptor",
+        choices=["before_bnneck", "after_bnneck"],
+        help="efflite0: what matching uses (model.descriptor; default: config.yaml's)",
     )
     parser.add_argument("--tag", default="", help="efflite0: suffix of the model names")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)

@@ -115,9 +115,10 @@ def catalogue_gallery(catalogue: Path, root: Path, splits: list[str] | None) -> 
 
 
 def model_fingerprint(model_dir: Path, preparation: str) -> str:
-    """SHA-256 of the model's weights and of how images are prepared for it (``preparation``):
-    the cache key part that changes when the model does (a frozen model keeps its weights when
-    only its input normalisation changes)."""
+    """SHA-256 of the model's weights and of what else decides its descriptors (``preparation``:
+    how images are prepared, which descriptor it returns): the cache key part that changes when
+    the model does (a frozen model keeps its weights when only its input normalisation changes,
+    a trained one when only its ``descriptor`` does)."""
     digest = hashlib.sha256(preparation.encode())
     with open(model_dir / MODEL_WEIGHTS, "rb") as handle:
         for block in iter(lambda: handle.read(2**22), b""):
@@ -339,11 +340,13 @@ def identify(
     flip_test = bool(config.get("settings", {}).get("flip_test", False))
     crop = config.get("crop")
     cropped_by = f" cut to teacher {crop['teacher_id']}'s boxes" if crop else ""
+    descriptor = config["model"].get("descriptor", "before_bnneck")
+    returning = "" if descriptor == "before_bnneck" else f" {descriptor}"  # old caches stay valid
     known = gallery_descriptors(
         model,
         gallery,
         cache,
-        model_fingerprint(model_dir, f"{img_size} {normalisation}{cropped_by}"),
+        model_fingerprint(model_dir, f"{img_size} {normalisation}{cropped_by}{returning}"),
         img_size,
         flip_test,
         device,

@@ -23,19 +23,24 @@ from reid.models import ModelSpec, build_model
 
 PART_NAMES = ["head", "body", "tail"]
 IMG_SIZE = 32
-ARCHS = [  # PAW-ViT, PAW-ViT on a convolutional stem (BN, depthwise), a CNN baseline (BN, SE)
-    "paw_vit_tiny_patch16_256",
-    "paw_vit_efflite0",
-    "paw_vit_efflite0_s32",  # the whole network under the transformer (its head conv, BN + act)
-    "seresnet18",
+MODELS = [  # (arch, descriptor)
+    ("paw_vit_tiny_patch16_256", "before_bnneck"),  # PAW-ViT
+    ("paw_vit_efflite0", "before_bnneck"),  # on a convolutional stem (BN, depthwise)
+    ("paw_vit_efflite0_s32", "before_bnneck"),  # the whole CNN under it (head conv, BN + act)
+    ("seresnet18", "before_bnneck"),  # a CNN baseline (BN, SE)
+    ("seresnet18", "after_bnneck"),  # its descriptor through the BNNeck's running statistics
 ]
 
 
-def _trained_model_dir(directory, arch: str) -> torch.nn.Module:
-    """Save a random model the way the trainer does (model.json keys as in Trainer._finish)."""
+def _trained_model_dir(directory, arch: str, descriptor: str) -> torch.nn.Module:
+    """Save a random model the way the trainer does (model.json keys as in Trainer._finish),
+    its BNNeck statistics moved off their initial 0 / 1 as training moves them."""
     torch.manual_seed(0)
-    spec = ModelSpec(arch, img_size=IMG_SIZE)
+    spec = ModelSpec(arch, img_size=IMG_SIZE, descriptor=descriptor)
     model = build_model(spec, num_classes=4, num_parts=len(PART_NAMES))
+    bnneck = model.heads.bnneck
+    bnneck.running_mean.normal_()
+    bnneck.running_var.uniform_(0.5, 2.0)
     config = {
         "model": dataclasses.asdict(spec),
         "num_classes": 4,
@@ -56,13 +61,14 @@ def _trained_model_dir(directory, arch: str) -> torch.nn.Module:
     return model.eval()
 
 
-@pytest.fixture(scope="module", params=ARCHS)
+@pytest.fixture(scope="module", params=MODELS, ids=["-".join(m) for m in MODELS])
 def exported(request, tmp_path_factory):
-    base = tmp_path_factory.mktemp(request.param)
-    model = _trained_model_dir(base / "model", request.param)
+    arch, descriptor = request.param
+    base = tmp_path_factory.mktemp(f"{arch}-{descriptor}")
+    model = _trained_model_dir(base / "model", arch, descriptor)
     out = base / "deploy" / "model.onnx"  # parent does not exist yet: export creates it
     check = export_onnx(base / "model", out)
-    return request.param, model, out, check
+    return arch, model, out, check
 
 
 def _run_onnx(path, images: np.ndarray) -> np.ndarray:
@@ -126,7 +132,7 @@ def test_metadata_says_how_to_prepare_inputs_and_use_outputs(exported):
 
 
 def test_export_beyond_tolerance_raises_and_writes_nothing(tmp_path, caplog):
-    _trained_model_dir(tmp_path / "model", "seresnet18")
+    _trained_model_dir(tmp_path / "model", "seresnet18", "before_bnneck")
     deploy = tmp_path / "deploy"
     deploy.mkdir()
     out = deploy / "model.onnx"
@@ -147,7 +153,7 @@ def test_missing_model_dir_is_a_user_error_naming_it(tmp_path):
 
 
 def test_uncreatable_output_directory_is_a_user_error(tmp_path):
-    _trained_model_dir(tmp_path / "model", "seresnet18")
+    _trained_model_dir(tmp_path / "model", "seresnet18", "before_bnneck")
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
     out = blocker / "sub" / "model.onnx"
@@ -157,6 +163,6 @@ def test_uncreatable_output_directory_is_a_user_error(tmp_path):
 
 
 def test_output_path_that_is_a_directory_is_a_user_error(tmp_path):
-    _trained_model_dir(tmp_path / "model", "seresnet18")
+    _trained_model_dir(tmp_path / "model", "seresnet18", "before_bnneck")
     with pytest.raises(UserError, match="is a directory"):
         export_onnx(tmp_path / "model", tmp_path / "model")

@@ -177,6 +177,10 @@ def test_frozen_models_are_neither_trained_nor_frozen_without_weights(tmp_path):
             "config.yaml → models → efflite0_frozen → train: a frozen model is not trained",
         ),
         (
+            lambda c: c["models"]["efflite0_frozen"].update(descriptor="after_bnneck"),
+            "config.yaml → models → efflite0_frozen → descriptor: a frozen model has no BNNeck",
+        ),
+        (
             lambda c: c["datasets"]["demo"].update(compare=["megadescriptor"]),
             "config.yaml → datasets → demo → compare: 'megadescriptor' is not defined under models",
         ),

@@ -135,6 +135,31 @@ def test_cache_reuses_unchanged_photos_and_extracts_new_ones(setup, tmp_path, ca
         assert len(data["keys"]) == total + 1
 
 
+def test_a_model_matching_after_its_bnneck_gets_its_own_cache_entries(setup, tmp_path, caplog):
+    """The same weights returning the descriptor after the BNNeck give other descriptors: the
+    cache must not serve the ones it holds for the descriptor before it."""
+    _, run, gallery, new = setup
+    after = tmp_path / "after"
+    shutil.copytree(run, after)
+    config = json.loads((after / "model.json").read_text())
+    config["model"]["descriptor"] = "after_bnneck"
+    (after / "model.json").write_text(json.dumps(config))
+    cache, out = tmp_path / "cache.npz", tmp_path / "m.json"
+    caplog.set_level(logging.INFO, logger="reid.identify")
+    assert identify(run, gallery, new[:1], "--cache", str(cache)) == 0
+    caplog.clear()
+    args = ("--cache", str(cache), "--top-k", "3", "--format", "json", "--out", str(out))
+    assert identify(after, gallery, new, *args) == 0
+    total = len(list(gallery.rglob("*.png")))
+    assert any(f"{total} images, 0 descriptors reused" in r.getMessage() for r in caplog.records)
+    expected = brute_force(after, gallery, new, k=3)
+    assert expected != brute_force(run, gallery, new, k=3)
+    for result, wanted in zip(json.loads(out.read_text()), expected, strict=True):
+        got = [(m["identity"], m["similarity"]) for m in result["matches"]]
+        assert [g[0] for g in got] == [w[0] for w in wanted]
+        np.testing.assert_allclose([g[1] for g in got], [w[1] for w in wanted], atol=1e-5)
+
+
 def test_catalogue_gallery(setup, tmp_path):
     tiny, run, _, new = setup
     out = tmp_path / "m.json"

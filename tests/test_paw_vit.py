@@ -225,3 +225,44 @@ def test_baselines_share_the_heads(arch):
     assert out.atm_maps is None
     model.eval()
     assert model(torch.randn(2, 3, 64, 64)).shape == (2, model.num_features)
+
+
+@pytest.mark.parametrize("arch", ["paw_vit", "seresnet18"])
+def test_descriptor_after_bnneck_is_the_descriptor_through_the_running_statistics(arch):
+    """`after_bnneck` changes only what eval mode returns: per dimension (d - running mean) /
+    sqrt(running var + eps) × weight (the bias is frozen at 0) of the `before_bnneck` descriptor
+    of the same weights; training outputs are the same."""
+
+    def build(descriptor):
+        torch.manual_seed(0)
+        if arch == "paw_vit":
+            return small_paw(descriptor=descriptor)
+        spec = ModelSpec(arch, img_size=64, descriptor=descriptor)
+        return build_model(spec, num_classes=7, num_parts=K)
+
+    before, after = build("before_bnneck"), build("after_bnneck")
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        for _ in range(3):  # BatchNorm's running statistics move off their initial 0 / 1
+            before.train()(x)
+        before.heads.bnneck.weight.uniform_(0.5, 2.0)
+    after.load_state_dict(before.state_dict())
+    bn = before.heads.bnneck
+    assert bn.running_mean.abs().max() > 1e-3 and (bn.running_var - 1).abs().max() > 1e-3
+    with torch.no_grad():
+        trained = before.eval()(x)
+        expected = (trained - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight
+        torch.testing.assert_close(after.eval()(x), expected, rtol=1e-5, atol=1e-5)
+        torch.manual_seed(1)
+        out_before = before.train()(x)
+        torch.manual_seed(1)
+        out_after = after.train()(x)
+    torch.testing.assert_close(out_after.descriptor, out_before.descriptor)
+    torch.testing.assert_close(out_after.id_logits, out_before.id_logits)
+
+
+def test_descriptor_choice_is_checked():
+    with pytest.raises(ValueError, match="descriptor must be one of"):
+        small_paw(descriptor="after_neck")
+    with pytest.raises(UserError, match="frozen and has no BNNeck"):
+        build_model(ModelSpec("cnn_efflite0", frozen=True, descriptor="after_bnneck"), 0, K)

@@ -47,6 +47,9 @@ class ModelSpec:
     None = random initialisation."""
     mask_size: int | None = None
     orientation_bnneck: str = "shared"
+    descriptor: str = "before_bnneck"
+    """What matching uses (reid.models.heads.DESCRIPTORS): the descriptor as trained, or the same
+    through the BNNeck."""
     drop_path_rate: float = 0.0
     frozen: bool = False
     """Used as it is: the pretrained backbone's pooled feature is the descriptor, no training."""
@@ -77,6 +80,11 @@ def build_model(spec: ModelSpec, num_classes: int, num_parts: int) -> nn.Module:
             "(e.g. vit_tiny_patch16_224, seresnet50)"
         )
     if spec.frozen:
+        if spec.descriptor != "before_bnneck":
+            raise UserError(
+                f"model {spec.arch} is frozen and has no BNNeck, so its descriptor cannot be "
+                f"'{spec.descriptor}': remove 'descriptor' or 'frozen'"
+            )
         return build_frozen(spec.arch, spec.img_size, spec.pretrained)
     pretrained = spec.pretrained is not None
     kwargs: dict = dict(pretrained=pretrained, drop_path_rate=spec.drop_path_rate)
@@ -90,12 +98,13 @@ def build_model(spec: ModelSpec, num_classes: int, num_parts: int) -> nn.Module:
             img_size=spec.img_size,
             mask_size=spec.resolved_mask_size,
             orientation_bnneck=spec.orientation_bnneck,
+            descriptor=spec.descriptor,
             **kwargs,
         )
     if takes_img_size(spec.arch):  # includes the hybrid twins (vit_efflite*)
         kwargs["img_size"] = spec.img_size
     backbone = timm.create_model(spec.arch, num_classes=0, **kwargs)
-    return ReidBaseline(backbone, num_classes, spec.orientation_bnneck)
+    return ReidBaseline(backbone, num_classes, spec.orientation_bnneck, spec.descriptor)
 
 
 def stem_parameter_names(model: nn.Module) -> set[str]:

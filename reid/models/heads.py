@@ -1,7 +1,8 @@
-"""Training-only heads shared by PAW-ViT and the baselines.
+"""Training heads shared by PAW-ViT and the baselines.
 
-They sit on top of a descriptor (and, for PAW-ViT, the part tokens) and are never run at inference:
-the descriptor alone is what matching uses, so these modules cost nothing once a model is trained.
+They sit on top of a descriptor (and, for PAW-ViT, the part tokens). At inference the descriptor
+is what matching uses, as it is or (``descriptor='after_bnneck'``) through the BNNeck's eval-mode
+affine map; the classifiers never run once a model is trained.
 """
 
 from __future__ import annotations
@@ -58,12 +59,18 @@ class PartOrientationHead(nn.Module):
         return torch.einsum("bpd,pd->bp", tokens, self.weight) + self.bias
 
 
+DESCRIPTORS = ("before_bnneck", "after_bnneck")
+"""What matching uses: the descriptor the triplet loss sees (the paper's), or the same through the
+BNNeck (the inference feature of Luo et al.'s bag of tricks)."""
+
+
 class ReidHeads(nn.Module):
     """BNNeck + ID classifier on the descriptor, and orientation classifiers on P tokens.
 
     `orientation_bnneck='shared'` (the authors' released code) normalises the orientation tokens
     with the ID BNNeck; `'separate'` (the paper's figure) gives them their own BNNeck, one
-    BatchNorm over the P×D concatenation so each token keeps its own statistics.
+    BatchNorm over the P×D concatenation so each token keeps its own statistics. `descriptor`
+    (one of :data:`DESCRIPTORS`) chooses what :meth:`matching_descriptor` returns.
     """
 
     def __init__(
@@ -72,12 +79,16 @@ class ReidHeads(nn.Module):
         num_classes: int,
         num_orientation_tokens: int,
         orientation_bnneck: str = "shared",
+        descriptor: str = "before_bnneck",
     ) -> None:
         super().__init__()
         if orientation_bnneck not in ("shared", "separate"):
             raise ValueError(
                 f"orientation_bnneck must be 'shared' or 'separate', not {orientation_bnneck!r}"
             )
+        if descriptor not in DESCRIPTORS:
+            raise ValueError(f"descriptor must be one of {DESCRIPTORS}, not {descriptor!r}")
+        self.descriptor_after_bnneck = descriptor == "after_bnneck"
         self.bnneck = BNNeck(dim)
         self.classifier = nn.Linear(dim, num_classes, bias=False) if num_classes > 0 else None
         if self.classifier is not None:
@@ -86,6 +97,11 @@ class ReidHeads(nn.Module):
             BNNeck(dim * num_orientation_tokens) if orientation_bnneck == "separate" else None
         )
         self.orientation = PartOrientationHead(dim, num_orientation_tokens)
+
+    def matching_descriptor(self, descriptor: torch.Tensor) -> torch.Tensor:
+        """The eval-mode descriptor that matching uses (call in eval mode: the BNNeck then applies
+        its running statistics, a fixed affine map per dimension)."""
+        return self.bnneck(descriptor) if self.descriptor_after_bnneck else descriptor
 
     def forward(
         self, descriptor: torch.Tensor, orientation_tokens: torch.Tensor

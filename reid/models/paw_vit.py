@@ -10,9 +10,10 @@ Training-only modules (paper §3):
 - ``ReidHeads``: BNNeck + ID classifier on the descriptor and one orientation classifier per part.
 
 The descriptor comes from ``PartAggregation``: a learnable aggregation token cross-attends to the K
-part tokens (never the background). In eval mode ``model(x)`` returns only that descriptor, and
-the last block runs for the K part tokens alone (``forward_part_tokens``), which makes inference
-slightly cheaper than a plain ViT of the same size despite the K extra tokens.
+part tokens (never the background). In eval mode ``model(x)`` returns only that descriptor (or,
+with ``descriptor='after_bnneck'``, the same through the BNNeck), and the last block runs for the
+K part tokens alone (``forward_part_tokens``), which makes inference slightly cheaper than a plain
+ViT of the same size despite the K extra tokens.
 
 Weights: ``timm.create_model('paw_vit_base_patch16_256', pretrained=True,
 pretrained_cfg_overlay=dict(file='vit_base_patch16_224.orig_in21k_ft_in1k.safetensors'))`` loads a
@@ -127,6 +128,7 @@ class PawViT(VisionTransformer):
         num_classes: training identities for the ID classifier; 0 builds a pure extractor.
         mask_size: side of the ATM maps; default img_size / 4 (64 for 256 input, paper §3.2).
         orientation_bnneck: 'shared' (released code) or 'separate' (paper figure).
+        descriptor: 'before_bnneck' (the paper's) or 'after_bnneck': what eval mode returns.
         **kwargs: timm VisionTransformer arguments (img_size, embed_dim, depth, num_heads, ...).
     """
 
@@ -136,6 +138,7 @@ class PawViT(VisionTransformer):
         num_classes: int = 0,
         mask_size: int | None = None,
         orientation_bnneck: str = "shared",
+        descriptor: str = "before_bnneck",
         **kwargs: Any,
     ) -> None:
         if num_parts < 1:
@@ -158,7 +161,7 @@ class PawViT(VisionTransformer):
         trunc_normal_(self.reg_token, std=0.02)
         self.atm = AttentionToMask(dim, heads, self.mask_size)
         self.aggregation = PartAggregation(dim, heads)
-        self.heads = ReidHeads(dim, num_classes, num_parts, orientation_bnneck)
+        self.heads = ReidHeads(dim, num_classes, num_parts, orientation_bnneck, descriptor)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -170,7 +173,7 @@ class PawViT(VisionTransformer):
     def forward(self, x: torch.Tensor) -> torch.Tensor | ReidOutput:
         """Eval: the descriptor B×D only. Train: a ``ReidOutput`` with every training signal."""
         if not self.training:
-            return self.aggregation(self.forward_part_tokens(x))
+            return self.heads.matching_descriptor(self.aggregation(self.forward_part_tokens(x)))
         tokens = self.forward_features(x)
         prefix = self.num_prefix_tokens
         part_tokens = tokens[:, :prefix]  # K parts then background

@@ -114,6 +114,14 @@ for _name, _model in config["models"].items():
         config_error(
             f"config.yaml → models → {_name} → train: a frozen model is not trained; remove train or frozen"
         )
+    if (
+        _model.get("frozen")
+        and _model.get("descriptor", "before_bnneck") != "before_bnneck"
+    ):
+        config_error(
+            f"config.yaml → models → {_name} → descriptor: a frozen model has no BNNeck; remove "
+            "descriptor or frozen"
+        )
     if _model.get("frozen") and _model["arch"].startswith(FROZEN_EXCLUDED_ARCHS):
         config_error(
             f"config.yaml → models → {_name} → arch: {_model['arch']} cannot be frozen (only training "
