@@ -50,6 +50,7 @@ from safetensors.torch import save_file
 from reid.catalogue import read_catalogue
 from reid.engine.extract import load_features
 from reid.evaluation import evaluate_features
+from reid.models.heads import DESCRIPTORS
 
 PROJECT = Path(__file__).resolve().parents[1]
 METRICS = ("mAP", "rank1", "rank5", "rank10", "mINP")
@@ -291,7 +292,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--descriptor",
-        choices=["before_bnneck", "after_bnneck"],
+        choices=DESCRIPTORS,
         help="efflite0: what matching uses (model.descriptor; default: config.yaml's)",
     )
     parser.add_argument("--tag", default="", help="efflite0: suffix of the model names")
