@@ -119,6 +119,8 @@ def workflow_config(args: argparse.Namespace) -> tuple[dict, list[str]]:
                     entry["img_size"] = args.img_size
                 if args.descriptor:
                     entry["descriptor"] = args.descriptor
+                if args.output_stride:
+                    entry["output_stride"] = args.output_stride
                 optimizer = dict(entry["train"]["optimizer"])
                 for key in ("lr", "frozen_stem_blocks", "stem_lr_scale"):
                     if getattr(args, key) is not None:
@@ -294,6 +296,12 @@ def main() -> int:
         "--descriptor",
         choices=DESCRIPTORS,
         help="efflite0: what matching uses (model.descriptor; default: config.yaml's)",
+    )
+    parser.add_argument(
+        "--output-stride",
+        type=int,
+        choices=[8, 16, 32],
+        help="efflite0, CNN only: model.output_stride (16: the last stage dilated, not strided)",
     )
     parser.add_argument("--tag", default="", help="efflite0: suffix of the model names")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)

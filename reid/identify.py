@@ -118,7 +118,7 @@ def model_fingerprint(model_dir: Path, preparation: str) -> str:
     """SHA-256 of the model's weights and of what else decides its descriptors (``preparation``:
     how images are prepared, which descriptor it returns): the cache key part that changes when
     the model does (a frozen model keeps its weights when only its input normalisation changes,
-    a trained one when only its ``descriptor`` does)."""
+    a trained one when only its ``descriptor`` or ``output_stride`` does)."""
     digest = hashlib.sha256(preparation.encode())
     with open(model_dir / MODEL_WEIGHTS, "rb") as handle:
         for block in iter(lambda: handle.read(2**22), b""):
@@ -342,6 +342,8 @@ def identify(
     cropped_by = f" cut to teacher {crop['teacher_id']}'s boxes" if crop else ""
     descriptor = config["model"].get("descriptor", "before_bnneck")
     returning = "" if descriptor == "before_bnneck" else f" {descriptor}"  # old caches stay valid
+    output_stride = config["model"].get("output_stride")
+    returning += f" stride {output_stride}" if output_stride else ""
     known = gallery_descriptors(
         model,
         gallery,

@@ -18,8 +18,11 @@ def tiny(tmp_path):
     return make_tiny_dataset(tmp_path)
 
 
-def train(tiny: TinyDataset, out: Path, masks: Path | None = None) -> int:
-    settings = json.dumps(run_settings(epochs=1))
+def train(
+    tiny: TinyDataset, out: Path, masks: Path | None = None, model: dict | None = None
+) -> int:
+    """One epoch of the tiny PAW-ViT of run_settings, or of ``model`` (a models entry)."""
+    settings = json.dumps(run_settings(epochs=1) | ({"model": model} if model else {}))
     args = (
         f"--catalogue {tiny.catalogue} --root {tiny.root} --masks {masks or tiny.masks} --out {out}"
     )

@@ -23,20 +23,21 @@ from reid.models import ModelSpec, build_model
 
 PART_NAMES = ["head", "body", "tail"]
 IMG_SIZE = 32
-MODELS = [  # (arch, descriptor)
-    ("paw_vit_tiny_patch16_256", "before_bnneck"),  # PAW-ViT
-    ("paw_vit_efflite0", "before_bnneck"),  # on a convolutional stem (BN, depthwise)
-    ("paw_vit_efflite0_s32", "before_bnneck"),  # the whole CNN under it (head conv, BN + act)
-    ("seresnet18", "before_bnneck"),  # a CNN baseline (BN, SE)
-    ("seresnet18", "after_bnneck"),  # its descriptor through the BNNeck's running statistics
+MODELS = [  # (arch, other ModelSpec settings)
+    ("paw_vit_tiny_patch16_256", {}),  # PAW-ViT
+    ("paw_vit_efflite0", {}),  # on a convolutional stem (BN, depthwise)
+    ("paw_vit_efflite0_s32", {}),  # the whole CNN under it (head conv, BN + act)
+    ("seresnet18", {}),  # a CNN baseline (BN, SE)
+    ("seresnet18", {"descriptor": "after_bnneck"}),  # through the BNNeck's running statistics
+    ("cnn_efflite0", {"output_stride": 16}),  # its last stage dilated instead of strided
 ]
 
 
-def _trained_model_dir(directory, arch: str, descriptor: str) -> torch.nn.Module:
+def _trained_model_dir(directory, arch: str, **settings) -> torch.nn.Module:
     """Save a random model the way the trainer does (model.json keys as in Trainer._finish),
     its BNNeck statistics moved off their initial 0 / 1 as training moves them."""
     torch.manual_seed(0)
-    spec = ModelSpec(arch, img_size=IMG_SIZE, descriptor=descriptor)
+    spec = ModelSpec(arch, img_size=IMG_SIZE, **settings)
     model = build_model(spec, num_classes=4, num_parts=len(PART_NAMES))
     bnneck = model.heads.bnneck
     bnneck.running_mean.normal_()
@@ -61,11 +62,16 @@ def _trained_model_dir(directory, arch: str, descriptor: str) -> torch.nn.Module
     return model.eval()
 
 
-@pytest.fixture(scope="module", params=MODELS, ids=["-".join(m) for m in MODELS])
+def _model_id(model: tuple[str, dict]) -> str:
+    arch, settings = model
+    return "-".join([arch, *(f"{key}={value}" for key, value in settings.items())])
+
+
+@pytest.fixture(scope="module", params=MODELS, ids=[_model_id(m) for m in MODELS])
 def exported(request, tmp_path_factory):
-    arch, descriptor = request.param
-    base = tmp_path_factory.mktemp(f"{arch}-{descriptor}")
-    model = _trained_model_dir(base / "model", arch, descriptor)
+    arch, settings = request.param
+    base = tmp_path_factory.mktemp(_model_id(request.param))
+    model = _trained_model_dir(base / "model", arch, **settings)
     out = base / "deploy" / "model.onnx"  # parent does not exist yet: export creates it
     check = export_onnx(base / "model", out)
     return arch, model, out, check
@@ -132,7 +138,7 @@ def test_metadata_says_how_to_prepare_inputs_and_use_outputs(exported):
 
 
 def test_export_beyond_tolerance_raises_and_writes_nothing(tmp_path, caplog):
-    _trained_model_dir(tmp_path / "model", "seresnet18", "before_bnneck")
+    _trained_model_dir(tmp_path / "model", "seresnet18")
     deploy = tmp_path / "deploy"
     deploy.mkdir()
     out = deploy / "model.onnx"
@@ -153,7 +159,7 @@ def test_missing_model_dir_is_a_user_error_naming_it(tmp_path):
 
 
 def test_uncreatable_output_directory_is_a_user_error(tmp_path):
-    _trained_model_dir(tmp_path / "model", "seresnet18", "before_bnneck")
+    _trained_model_dir(tmp_path / "model", "seresnet18")
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
     out = blocker / "sub" / "model.onnx"
@@ -163,6 +169,6 @@ def test_uncreatable_output_directory_is_a_user_error(tmp_path):
 
 
 def test_output_path_that_is_a_directory_is_a_user_error(tmp_path):
-    _trained_model_dir(tmp_path / "model", "seresnet18", "before_bnneck")
+    _trained_model_dir(tmp_path / "model", "seresnet18")
     with pytest.raises(UserError, match="is a directory"):
         export_onnx(tmp_path / "model", tmp_path / "model")

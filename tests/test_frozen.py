@@ -181,6 +181,14 @@ def test_frozen_models_are_neither_trained_nor_frozen_without_weights(tmp_path):
             "config.yaml → models → efflite0_frozen → descriptor: a frozen model has no BNNeck",
         ),
         (
+            lambda c: c["models"]["paw_vit_demo"].update(output_stride=16),
+            "config.yaml → models → paw_vit_demo → output_stride: paw_vit_efflite0 takes its stem's",
+        ),
+        (
+            lambda c: c["models"]["cnn_efflite0_320"].update(output_stride=12),
+            "config.yaml → models → cnn_efflite0_320 → output_stride: 12 is not one of [8, 16, 32]",
+        ),
+        (
             lambda c: c["datasets"]["demo"].update(compare=["megadescriptor"]),
             "config.yaml → datasets → demo → compare: 'megadescriptor' is not defined under models",
         ),

@@ -135,14 +135,31 @@ def test_cache_reuses_unchanged_photos_and_extracts_new_ones(setup, tmp_path, ca
         assert len(data["keys"]) == total + 1
 
 
-def test_a_model_matching_after_its_bnneck_gets_its_own_cache_entries(setup, tmp_path, caplog):
-    """The same weights returning the descriptor after the BNNeck give other descriptors: the
-    cache must not serve the ones it holds for the descriptor before it."""
-    _, run, gallery, new = setup
+@pytest.fixture(scope="module")
+def cnn_run(setup, tmp_path_factory):
+    """A convolutional baseline trained for one epoch on the same tiny dataset."""
+    tiny = setup[0]
+    out = tmp_path_factory.mktemp("identify_cnn") / "run"
+    assert train(tiny, out, model={"arch": "resnet18", "img_size": 32}) == 0
+    return out
+
+
+@pytest.mark.parametrize(
+    ("model", "key", "value"),
+    [("paw", "descriptor", "after_bnneck"), ("cnn", "output_stride", 16)],
+    ids=["after-bnneck", "dilated"],
+)
+def test_the_same_weights_returning_other_descriptors_get_their_own_cache_entries(
+    setup, cnn_run, tmp_path, caplog, model, key, value
+):
+    """The same weights returning the descriptor after the BNNeck, or run with a dilated last
+    stage, give other descriptors: the cache must not serve the ones it holds for the first."""
+    _, paw_run, gallery, new = setup
+    run = paw_run if model == "paw" else cnn_run
     after = tmp_path / "after"
     shutil.copytree(run, after)
     config = json.loads((after / "model.json").read_text())
-    config["model"]["descriptor"] = "after_bnneck"
+    config["model"][key] = value
     (after / "model.json").write_text(json.dumps(config))
     cache, out = tmp_path / "cache.npz", tmp_path / "m.json"
     caplog.set_level(logging.INFO, logger="reid.identify")

@@ -261,6 +261,51 @@ def test_descriptor_after_bnneck_is_the_descriptor_through_the_running_statistic
     torch.testing.assert_close(out_after.id_logits, out_before.id_logits)
 
 
+@pytest.mark.parametrize("frozen", [False, True], ids=["trained", "frozen"])
+@pytest.mark.parametrize("arch", ["cnn_efflite0", "resnet18"])
+def test_output_stride_16_is_the_same_network_on_a_grid_twice_as_fine(arch, frozen):
+    """Dilating the last stage instead of striding it keeps every weight: a stride-2 convolution
+    is the stride-1 one read at even positions, and a convolution dilated by 2 on that grid is
+    the original one on the coarse grid. So the stride-32 feature map is every other cell of the
+    stride-16 one, exactly (for networks without global context inside, such as SE blocks)."""
+    torch.manual_seed(0)
+    coarse = build_model(ModelSpec(arch, img_size=128, frozen=frozen), 5, K).eval()
+    for module in coarse.modules():  # off their initial statistics, so no layer is trivial
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.normal_(0, 0.1)
+            module.running_mean.normal_(0, 0.1)
+            module.running_var.uniform_(0.5, 2.0)
+    fine = build_model(ModelSpec(arch, img_size=128, frozen=frozen, output_stride=16), 5, K)
+    fine.load_state_dict(coarse.state_dict())  # strict: the same tensors in the same shapes
+    fine.eval()
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        maps = [(m if frozen else m.backbone).forward_features(x) for m in (coarse, fine)]
+        descriptors = coarse(x), fine(x)
+    assert maps[0].shape[-2:] == (4, 4) and maps[1].shape[-2:] == (8, 8)
+    assert maps[0].std() > 0.3
+    torch.testing.assert_close(maps[1][..., ::2, ::2], maps[0])
+    assert descriptors[1].shape == descriptors[0].shape  # pooled over 64 cells instead of 16
+    assert not torch.allclose(descriptors[1], descriptors[0])
+
+
+@pytest.mark.parametrize(
+    ("arch", "message"),
+    [
+        ("paw_vit_tiny_patch16_256", "PAW-ViT and the hybrid ViTs take their stem's stride"),
+        ("vit_efflite0_s32", "PAW-ViT and the hybrid ViTs take their stem's stride"),
+        ("vit_tiny_patch16_224", "model vit_tiny_patch16_224 has no output_stride"),
+    ],
+)
+def test_output_stride_is_refused_where_it_means_nothing(arch, message):
+    with pytest.raises(UserError, match=message):
+        build_model(ModelSpec(arch, img_size=64, output_stride=16), num_classes=5, num_parts=K)
+    if arch.startswith("vit_tiny"):  # the others cannot be frozen at all
+        with pytest.raises(UserError, match=message):
+            build_model(ModelSpec(arch, img_size=64, output_stride=16, frozen=True), 0, K)
+
+
 def test_descriptor_choice_is_checked():
     with pytest.raises(ValueError, match="descriptor must be one of"):
         small_paw(descriptor="after_neck")

@@ -20,7 +20,7 @@ from reid.errors import UserError
 from reid.models import efficientnet_lite, hybrid, paw_vit  # noqa: F401  (register in timm)
 from reid.models.baselines import ReidBaseline
 from reid.models.efficientnet_lite import EfficientNetLiteStem
-from reid.models.frozen import build_frozen, takes_img_size
+from reid.models.frozen import build_frozen, create_timm_model, takes_img_size
 from reid.models.heads import ReidOutput
 from reid.models.paw_vit import PawViT
 from reid.weights import resolve_weights
@@ -51,6 +51,10 @@ class ModelSpec:
     """What matching uses (reid.models.heads.DESCRIPTORS): the descriptor as trained, or the same
     through the BNNeck."""
     drop_path_rate: float = 0.0
+    output_stride: int | None = None
+    """A convolutional backbone's output stride; None = its own (32). 16 or 8 dilate its last
+    stages instead of striding them (the bag of tricks' "last stride 1"): the same weights see
+    the same receptive fields on a grid twice or four times as fine."""
     frozen: bool = False
     """Used as it is: the pretrained backbone's pooled feature is the descriptor, no training."""
     mean: Sequence[float] | None = None
@@ -85,14 +89,15 @@ def build_model(spec: ModelSpec, num_classes: int, num_parts: int) -> nn.Module:
                 f"model {spec.arch} is frozen and has no BNNeck, so its descriptor cannot be "
                 f"'{spec.descriptor}': remove 'descriptor' or 'frozen'"
             )
-        return build_frozen(spec.arch, spec.img_size, spec.pretrained)
+        return build_frozen(spec.arch, spec.img_size, spec.pretrained, spec.output_stride)
     pretrained = spec.pretrained is not None
     kwargs: dict = dict(pretrained=pretrained, drop_path_rate=spec.drop_path_rate)
     if pretrained:
         kwargs["pretrained_cfg_overlay"] = dict(file=str(resolve_weights(spec.pretrained).path))
     if spec.part_aware:
-        return timm.create_model(
+        return create_timm_model(
             spec.arch,
+            spec.output_stride,
             num_parts=num_parts,
             num_classes=num_classes,
             img_size=spec.img_size,
@@ -103,7 +108,7 @@ def build_model(spec: ModelSpec, num_classes: int, num_parts: int) -> nn.Module:
         )
     if takes_img_size(spec.arch):  # includes the hybrid twins (vit_efflite*)
         kwargs["img_size"] = spec.img_size
-    backbone = timm.create_model(spec.arch, num_classes=0, **kwargs)
+    backbone = create_timm_model(spec.arch, spec.output_stride, num_classes=0, **kwargs)
     return ReidBaseline(backbone, num_classes, spec.orientation_bnneck, spec.descriptor)
 
 

@@ -43,10 +43,37 @@ def takes_img_size(arch: str) -> bool:
     return arch.startswith(SIZED_ARCHS)
 
 
-def build_frozen(arch: str, img_size: int, pretrained: str | Mapping[str, Any] | None) -> nn.Module:
+def create_timm_model(arch: str, output_stride: int | None, **kwargs: Any) -> nn.Module:
+    """``timm.create_model(arch, **kwargs)`` at ``output_stride`` (None: the arch's own); an
+    architecture without that setting is refused with one line."""
+    if not output_stride:
+        return timm.create_model(arch, **kwargs)
+    if arch.startswith(TRAINED_ONLY):
+        raise UserError(
+            f"model {arch}: output_stride is a convolutional backbone's setting; PAW-ViT and the "
+            "hybrid ViTs take their stem's stride from the arch (e.g. paw_vit_efflite0_s32): "
+            "remove output_stride"
+        )
+    try:
+        return timm.create_model(arch, output_stride=output_stride, **kwargs)
+    except TypeError as error:
+        if "output_stride" not in str(error):
+            raise
+        raise UserError(
+            f"model {arch} has no output_stride (only convolutional backbones such as "
+            "cnn_efflite0 or resnet50 dilate their last stages): remove output_stride"
+        ) from None
+
+
+def build_frozen(
+    arch: str,
+    img_size: int,
+    pretrained: str | Mapping[str, Any] | None,
+    output_stride: int | None = None,
+) -> nn.Module:
     """The backbone ``arch`` returning its pooled feature, with ``pretrained``'s weights (a
     weights entry or a file; None leaves it at random initialisation, for a model directory's
-    own weights to be loaded into), in eval mode."""
+    own weights to be loaded into), in eval mode, at ``output_stride`` (None: the arch's own)."""
     if arch.startswith(TRAINED_ONLY):
         raise UserError(
             f"arch {arch} cannot be frozen: its part tokens or transformer have no pretrained "
@@ -56,7 +83,7 @@ def build_frozen(arch: str, img_size: int, pretrained: str | Mapping[str, Any] |
     kwargs: dict[str, Any] = {"num_classes": 0}
     if takes_img_size(arch):
         kwargs["img_size"] = img_size
-    model = timm.create_model(arch, pretrained=False, **kwargs)
+    model = create_timm_model(arch, output_stride, pretrained=False, **kwargs)
     if pretrained is not None:
         load_pretrained_strictly(model, arch, resolve_weights(pretrained).path)
     return model.eval()

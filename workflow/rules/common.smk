@@ -19,7 +19,7 @@ from snakemake.utils import validate
 from pseudomasks.settings import teacher_id as compute_teacher_id
 from reid.atomic import atomic_write_text
 from reid.config import without_later_defaults
-from reid.models.frozen import TRAINED_ONLY as FROZEN_EXCLUDED_ARCHS
+from reid.models.frozen import TRAINED_ONLY
 
 
 def config_error(message):
@@ -122,10 +122,16 @@ for _name, _model in config["models"].items():
             f"config.yaml → models → {_name} → descriptor: a frozen model has no BNNeck; remove "
             "descriptor or frozen"
         )
-    if _model.get("frozen") and _model["arch"].startswith(FROZEN_EXCLUDED_ARCHS):
+    if _model.get("frozen") and _model["arch"].startswith(TRAINED_ONLY):
         config_error(
             f"config.yaml → models → {_name} → arch: {_model['arch']} cannot be frozen (only training "
             "gives its part tokens or transformer weights); freeze a plain backbone or remove frozen"
+        )
+    if "output_stride" in _model and _model["arch"].startswith(TRAINED_ONLY):
+        config_error(
+            f"config.yaml → models → {_name} → output_stride: {_model['arch']} takes its stem's "
+            "stride from the arch (e.g. paw_vit_efflite0_s32); output_stride is for convolutional "
+            "backbones: remove it"
         )
 
 DATASETS = sorted(config["datasets"])
