@@ -341,14 +341,15 @@ def identify(
     crop = config.get("crop")
     cropped_by = f" cut to teacher {crop['teacher_id']}'s boxes" if crop else ""
     descriptor = config["model"].get("descriptor", "before_bnneck")
-    returning = "" if descriptor == "before_bnneck" else f" {descriptor}"  # old caches stay valid
     output_stride = config["model"].get("output_stride")
-    returning += f" stride {output_stride}" if output_stride else ""
+    # settings other than the defaults only, so that caches of earlier models stay valid
+    network = "" if descriptor == "before_bnneck" else f" {descriptor}"
+    network += f" stride {output_stride}" if output_stride else ""
     known = gallery_descriptors(
         model,
         gallery,
         cache,
-        model_fingerprint(model_dir, f"{img_size} {normalisation}{cropped_by}{returning}"),
+        model_fingerprint(model_dir, f"{img_size} {normalisation}{cropped_by}{network}"),
         img_size,
         flip_test,
         device,
