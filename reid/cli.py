@@ -313,6 +313,50 @@ def cmd_figure_retrieval(args: argparse.Namespace) -> None:
     logging.info("wrote %s", args.out)
 
 
+def cmd_figure_similarity(args: argparse.Namespace) -> None:
+    from reid.catalogue import read_catalogue
+    from reid.data.transforms import Normalisation
+    from reid.engine.distributed import DistContext, resolve_device
+    from reid.engine.extract import load_features, load_trained_model, model_crop_boxes
+    from reid.figures.retrieval import top_k_matches
+    from reid.figures.similarity import draw_similarity, similarity_rows
+
+    model_dir = Path(args.model_dir)
+    features = Path(args.features) if args.features else model_dir / "features.npz"
+    device = resolve_device(args.device, DistContext())
+    model, config = load_trained_model(model_dir, device)
+    ids, stored = load_features(features)
+    results = top_k_matches(
+        stored,
+        ids,
+        read_catalogue(args.catalogue),
+        Path(args.root),
+        args.protocol,
+        k=args.top_k,
+        queries=args.n,
+        atrw_gt=Path(args.atrw_gt) if args.atrw_gt else None,
+    )
+    boxes = model_crop_boxes(config, Path(args.crops) if args.crops else None, model_dir)
+    rows = similarity_rows(
+        model,
+        results,
+        config["model"]["img_size"],
+        device,
+        Normalisation.of(config["model"]),
+        boxes,
+    )
+    worst = max(abs(m.cosine - m.match.similarity) for row in rows for m in row.matches)
+    if worst > 0.01:  # bf16 extraction differs by ~1e-3; more means other weights or crops
+        logging.warning(
+            "the model's cells give cosines up to %.3f away from %s's: were these features "
+            "extracted by this model, with these --crops?",
+            worst,
+            features,
+        )
+    top = draw_similarity(rows, Path(args.out))
+    logging.info("wrote %s (%d queries; brightest heat = %.2f)", args.out, len(rows), top)
+
+
 def cmd_figure_curves(args: argparse.Namespace) -> None:
     import pandas as pd
 
@@ -459,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_export)
 
-    figure = sub.add_parser("figure", help="figures: attention, retrieval, curves")
+    figure = sub.add_parser("figure", help="figures: attention, retrieval, similarity, curves")
     kinds = figure.add_subparsers(dest="figure", required=True)
     p = kinds.add_parser("attention", help="PAW-ViT part attention maps over images (Fig. 2)")
     p.add_argument("--model-dir", required=True)
@@ -492,6 +536,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--out", required=True, help="PNG to write")
     p.set_defaults(func=cmd_figure_retrieval)
+
+    p = kinds.add_parser(
+        "similarity",
+        help="what a convolutional baseline's matches rest on: each photo's cells' shares of "
+        "the similarity of test queries and their best matches",
+    )
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--features", help="its features.npz (default: the one in --model-dir)")
+    p.add_argument("--catalogue", required=True)
+    p.add_argument("--root", required=True)
+    p.add_argument("--protocol", required=True, choices=["atrw", "query-gallery", "all-vs-all"])
+    p.add_argument("--atrw-gt", help="official ATRW gt_test_plain.json (atrw protocol)")
+    p.add_argument(
+        "--crops",
+        help="the teacher directory whose animal boxes the photos were cut to (required for a "
+        "model trained on crops)",
+    )
+    p.add_argument("--n", type=int, default=6, help="queries shown")
+    p.add_argument("--top-k", type=int, default=3, help="matches shown per query")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.set_defaults(func=cmd_figure_similarity)
 
     p = kinds.add_parser("curves", help="training losses, learning rate and evaluations")
     p.add_argument("--history", required=True, help="history.csv of a training run")

@@ -184,8 +184,8 @@ def test_demo_dag_end_to_end_with_figures_and_report_then_nothing_to_do(tmp_path
     included, sees the photos cut to the teacher's boxes (its other tests see whole photos)."""
     small_config(tmp_path)
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    config["datasets"]["demo"]["baseline"] = "vit_tiny"
-    config["models"]["vit_tiny"]["img_size"] = 32
+    config["datasets"]["demo"]["baseline"] = "cnn_tiny"  # a CNN: similarity maps
+    config["models"]["cnn_tiny"] = {"arch": "resnet18", "img_size": 32}
     config["teachers"]["ground_truth"]["crop_margin"] = 0.1
     write_config(tmp_path, config)
     targets = ["results/demo/metrics.json", "results/demo/figures/README.md"]
@@ -203,7 +203,7 @@ def test_demo_dag_end_to_end_with_figures_and_report_then_nothing_to_do(tmp_path
     catalogue = (tmp_path / "results/demo/catalogue.csv").read_text().splitlines()
     assert qc["counts"]["maps"] == len(catalogue) - 1  # test photos are boxed too
     assert qc["crop"]["rate"] == 1.0 and 0 < qc["crop"]["mean_area_fraction"] < 1
-    for model in ("paw_vit_tiny", "vit_tiny", "efflite0_frozen"):
+    for model in ("paw_vit_tiny", "cnn_tiny", "efflite0_frozen"):
         record = json.loads((tmp_path / "results/demo" / model / "model.json").read_text())
         assert record["crop"]["teacher_id"] == provenance["teacher_id"], model
         scored = json.loads((tmp_path / "results/demo" / model / "metrics.json").read_text())
@@ -215,15 +215,17 @@ def test_demo_dag_end_to_end_with_figures_and_report_then_nothing_to_do(tmp_path
         "paw_vit_tiny/figures/attention.png",
         "paw_vit_tiny/figures/curves.png",
         "paw_vit_tiny/figures/retrieval.png",
-        "vit_tiny/figures/curves.png",
-        "vit_tiny/figures/retrieval.png",
+        "cnn_tiny/figures/curves.png",
+        "cnn_tiny/figures/retrieval.png",
+        "cnn_tiny/figures/similarity.png",
     }
     listed = (tmp_path / "results/demo/figures/README.md").read_text()
     for figure in figures:
         path = tmp_path / "results/demo" / figure
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
         assert f"results/demo/{figure}" in listed
-    assert not (tmp_path / "results/demo/vit_tiny/figures/attention.png").exists()
+    assert not (tmp_path / "results/demo/cnn_tiny/figures/attention.png").exists()
+    assert not (tmp_path / "results/demo/paw_vit_tiny/figures/similarity.png").exists()
 
     report = tmp_path / "report.html"
     made = snakemake(tmp_path, "--report", str(report), *targets)
@@ -231,7 +233,8 @@ def test_demo_dag_end_to_end_with_figures_and_report_then_nothing_to_do(tmp_path
     html = report.read_text()
     for caption in (
         "Part attention of paw_vit_tiny",
-        "Top-5 retrieval of vit_tiny",
+        "Top-5 retrieval of cnn_tiny",
+        "matches on demo rest on",
         "Teacher part maps of demo",
         "Training of paw_vit_tiny",
     ):

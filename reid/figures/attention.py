@@ -17,14 +17,12 @@ import numpy as np
 import torch
 from matplotlib import colormaps
 
-from reid.data.crops import AnimalBox, cut_to
-from reid.data.images import read_rgb
-from reid.data.transforms import PROJECT_NORMALISATION, Normalisation, resize_image, to_tensor
+from reid.data.crops import AnimalBox
+from reid.data.transforms import PROJECT_NORMALISATION, Normalisation, to_tensor
 from reid.errors import UserError
-from reid.figures.thumbnails import label_strip, save_png
+from reid.figures.thumbnails import OVERLAY_ALPHA, heat_overlay, label_strip, model_views, save_png
 from reid.models import PawViT
 
-OVERLAY_ALPHA = 0.6
 LABEL_HEIGHT = 22
 GAP = 4
 
@@ -53,13 +51,7 @@ def attention_maps(
         )
     if not paths:
         raise UserError("no images given for the part-attention figure")
-    boxes = boxes if boxes is not None else [None] * len(paths)
-    views = np.stack(
-        [
-            resize_image(cut_to(read_rgb(Path(p)), box), img_size)
-            for p, box in zip(paths, boxes, strict=True)
-        ]
-    )
+    views = model_views(paths, boxes, img_size)
     batch = torch.stack([to_tensor(view, normalisation) for view in views]).to(device)
     maps = model.part_attention(batch).float().cpu().numpy()
     return views, maps
@@ -77,7 +69,6 @@ def draw_part_attention(
         )
     titles = ["image", "predicted parts", *part_names, "background"]
     palette = part_palette(num_tokens - 1)
-    heat = colormaps["inferno"]
     width = len(titles) * side + (len(titles) - 1) * GAP
     header = np.full((LABEL_HEIGHT, width, 3), 255, np.uint8)
     for column, title in enumerate(titles):
@@ -86,7 +77,6 @@ def draw_part_attention(
     rows = [header]
     for view, image_maps in zip(views, maps, strict=True):
         image = cv2.resize(view, (side, side), interpolation=cv2.INTER_AREA)
-        grey = np.repeat(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
         big = np.stack(
             [cv2.resize(m, (side, side), interpolation=cv2.INTER_LINEAR) for m in image_maps]
         )
@@ -98,10 +88,7 @@ def draw_part_attention(
             labels[coloured]
         ]
         panels = [image, parts.round().astype(np.uint8)]
-        for token_map in big:
-            colour = heat(np.clip(token_map, 0.0, 1.0))[..., :3] * 255
-            blend = (1 - OVERLAY_ALPHA) * grey + OVERLAY_ALPHA * colour
-            panels.append(blend.round().astype(np.uint8))
+        panels += [heat_overlay(image, token_map) for token_map in big]
         row = np.full((side, width, 3), 255, np.uint8)
         for column, panel in enumerate(panels):
             x0 = column * (side + GAP)

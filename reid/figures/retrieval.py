@@ -221,7 +221,7 @@ def draw_retrieval(
             y0 = MARGIN + HEADER_HEIGHT + row * (row_height + ROW_GAP)
             query_text = f"query {result.identity if result.identity is not None else '?'}"
             drawn = [(result.path, QUERY, query_text)] + [
-                (m.path, _match_colour(m), match_label(m)) for m in result.matches
+                (m.path, match_colour(m), match_label(m)) for m in result.matches
             ]
             for rank, (path, colour, text) in enumerate(drawn):
                 x0 = block_x + _block_width(rank, side) - side  # right end of `rank` tiles
@@ -257,7 +257,7 @@ def match_label(match: Match) -> str:
     return f"{match.identity} fpr {match.false_positive_rate:.2g}"
 
 
-def _match_colour(match: Match) -> tuple[int, int, int]:
+def match_colour(match: Match) -> tuple[int, int, int]:
     if match.correct is None:
         return UNKNOWN
     return CORRECT if match.correct else WRONG

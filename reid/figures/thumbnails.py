@@ -1,4 +1,5 @@
-"""Pixel-level building blocks shared by the figures: thumbnails, frames, text strips, PNG output.
+"""Pixel-level building blocks shared by the figures: thumbnails, the model's view of a photo,
+heat overlays, frames, text strips, PNG output.
 
 The figures are composed as plain numpy RGB arrays rather than matplotlib axes so that every tile
 lands at a known pixel position: callers (and tests) can then find a tile and read it back.
@@ -6,13 +7,17 @@ lands at a known pixel position: callers (and tests) can then find a tile and re
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
+from matplotlib import colormaps
 
 from reid.atomic import atomic_write_bytes
+from reid.data.crops import AnimalBox, cut_to
 from reid.data.images import read_rgb
+from reid.data.transforms import resize_image
 
 WHITE = 255
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -22,6 +27,7 @@ TEXT_FILL = 0.6
 # Below this scale the Hershey font stops being legible; longer text is cut instead.
 MIN_FONT_SCALE = 0.3
 TEXT_MARGIN = 2
+OVERLAY_ALPHA = 0.6
 
 
 def thumbnail(path: Path, side: int) -> np.ndarray:
@@ -79,6 +85,28 @@ def label_strip(text: str, width: int, height: int) -> np.ndarray:
         y = (height + text_height - baseline) // 2  # centres the box from cap top to descender
         cv2.putText(strip, shown, (x, y), FONT, scale, (0, 0, 0), 1, cv2.LINE_AA)
     return strip
+
+
+def model_views(
+    paths: Sequence[Path], boxes: Sequence[AnimalBox | None] | None, img_size: int
+) -> np.ndarray:
+    """N×S×S×3 uint8: each photo as a model sees it, cut to its animal box (None: whole photo)
+    and resized to the model's input size, as extraction does."""
+    boxes = boxes if boxes is not None else [None] * len(paths)
+    return np.stack(
+        [
+            resize_image(cut_to(read_rgb(Path(p)), box), img_size)
+            for p, box in zip(paths, boxes, strict=True)
+        ]
+    )
+
+
+def heat_overlay(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """``heat`` (H×W in [0, 1], clipped) in the inferno colours over ``image`` (H×W×3 uint8)
+    turned grey, so the colours read as the map and the photo as context."""
+    grey = np.repeat(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+    colour = colormaps["inferno"](np.clip(heat, 0.0, 1.0))[..., :3] * 255
+    return ((1 - OVERLAY_ALPHA) * grey + OVERLAY_ALPHA * colour).round().astype(np.uint8)
 
 
 def _text_size(text: str, scale: float) -> tuple[int, int, int]:

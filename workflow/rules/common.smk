@@ -19,6 +19,7 @@ from snakemake.utils import validate
 from pseudomasks.settings import teacher_id as compute_teacher_id
 from reid.atomic import atomic_write_text
 from reid.config import without_later_defaults
+from reid.models.baselines import CELL_POOLED_ARCHS
 from reid.models.frozen import TRAINED_ONLY
 
 
@@ -283,6 +284,13 @@ def part_aware(model):
     return config["models"][model]["arch"].startswith("paw_vit")
 
 
+def cell_pooled(model):
+    """A trained convolutional baseline, whose similarity splits over its feature map's cells."""
+    return model not in FROZEN and config["models"][model]["arch"].startswith(
+        CELL_POOLED_ARCHS
+    )
+
+
 def compared_models(dataset):
     """The models of results/{dataset}/comparison.md: default, baseline, then `compare`."""
     entry = config["datasets"][dataset]
@@ -292,8 +300,9 @@ def compared_models(dataset):
 
 def dataset_figures(wildcards):
     """Every figure of a dataset: teacher maps, and per model (default, baseline) its retrieval,
-    (trained models) curves and (part-aware models) attention; the retrieval comparison when
-    the dataset compares several models (a baseline or a `compare` list)."""
+    (trained models) curves, (part-aware models) attention and (trained convolutional
+    baselines) similarity maps; the retrieval comparison when the dataset compares several
+    models (a baseline or a `compare` list)."""
     dataset = wildcards.dataset
     entry = config["datasets"][dataset]
     models = [entry["model"]] + ([entry["baseline"]] if "baseline" in entry else [])
@@ -301,6 +310,7 @@ def dataset_figures(wildcards):
     for model in models:
         kinds = ["retrieval"] if model in FROZEN else ["curves", "retrieval"]
         kinds += ["attention"] if part_aware(model) else []
+        kinds += ["similarity"] if cell_pooled(model) else []
         figures += [f"results/{dataset}/{model}/figures/{kind}.png" for kind in kinds]
     if len(compared_models(dataset)) > 1:
         figures.append(f"results/{dataset}/figures/retrieval_comparison.png")

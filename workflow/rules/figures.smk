@@ -1,4 +1,5 @@
-# Figures users look at: teacher maps, part attention, retrieval grids, training curves.
+# Figures users look at: teacher maps, part attention, retrieval grids, similarity maps, training
+# curves.
 # Each is also a `snakemake --report` item (captions in workflow/report/).
 
 
@@ -92,6 +93,41 @@ rule retrieval_figure:
         "reid figure retrieval --features {wildcards.model}={input.features:q} "
         "--catalogue {input.catalogue:q} --root {params.root:q} --protocol {params.protocol} "
         "--out {output:q} > {log:q} 2>&1"
+
+
+rule similarity_figure:
+    """What a convolutional baseline's matches rest on: each photo's cells' shares of the
+    similarity of test queries and their best matches."""
+    input:
+        catalogue="results/{dataset}/catalogue.csv",
+        features="results/{dataset}/{model}/features.npz",
+        weights="results/{dataset}/{model}/model.safetensors",
+    output:
+        report(
+            "results/{dataset}/{model}/figures/similarity.png",
+            caption="../report/similarity.rst",
+            category="{dataset}",
+            subcategory="{model}",
+        ),
+    log:
+        "results/{dataset}/logs/{model}/figures/similarity.log",
+    benchmark:
+        "results/{dataset}/benchmarks/{model}/figures/similarity.tsv"
+    conda:
+        "../../envs/student.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    params:
+        model_dir=lambda wc: f"results/{wc.dataset}/{wc.model}",
+        root=lambda wc: dataset_root(wc.dataset),
+        protocol=lambda wc: config["datasets"][wc.dataset]["protocol"],
+        crops=lambda wc: crops_option(wc.dataset),
+    shell:
+        "reid figure similarity --model-dir {params.model_dir:q} --features {input.features:q} "
+        "--catalogue {input.catalogue:q} --root {params.root:q} --protocol {params.protocol} "
+        "{params.crops} --out {output:q} > {log:q} 2>&1"
 
 
 rule retrieval_comparison_figure:
