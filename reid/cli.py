@@ -317,7 +317,12 @@ def cmd_figure_similarity(args: argparse.Namespace) -> None:
     from reid.catalogue import read_catalogue
     from reid.data.transforms import Normalisation
     from reid.engine.distributed import DistContext, resolve_device
-    from reid.engine.extract import load_features, load_trained_model, model_crop_boxes
+    from reid.engine.extract import (
+        flip_tested,
+        load_features,
+        load_trained_model,
+        model_crop_boxes,
+    )
     from reid.figures.retrieval import top_k_matches
     from reid.figures.similarity import draw_similarity, similarity_rows
 
@@ -344,6 +349,7 @@ def cmd_figure_similarity(args: argparse.Namespace) -> None:
         device,
         Normalisation.of(config["model"]),
         boxes,
+        flip_tested(config),
     )
     worst = max(abs(m.cosine - m.match.similarity) for row in rows for m in row.matches)
     if worst > 0.01:  # bf16 extraction differs by ~1e-3; more means other weights or crops

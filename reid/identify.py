@@ -331,13 +331,13 @@ def identify(
     workers: int = 0,
 ) -> list[list[Candidate]]:
     """Top-``k`` gallery identities of each new image (see the module docstring)."""
-    from reid.engine.extract import load_trained_model
+    from reid.engine.extract import flip_tested, load_trained_model
 
     check_readable(images)
     model, config = load_trained_model(model_dir, device)
     img_size = config["model"]["img_size"]
     normalisation = Normalisation.of(config["model"])
-    flip_test = bool(config.get("settings", {}).get("flip_test", False))
+    flip_test = flip_tested(config)
     crop = config.get("crop")
     cropped_by = f" cut to teacher {crop['teacher_id']}'s boxes" if crop else ""
     descriptor = config["model"].get("descriptor", "before_bnneck")

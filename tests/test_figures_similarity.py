@@ -77,6 +77,89 @@ def test_cells_average_to_the_descriptor(arch, descriptor):
     torch.testing.assert_close(per_cell.mean(dim=(2, 3)), descriptor_, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("flip_test", [False, True])
+def test_rows_reproduce_the_extracted_similarity(tmp_path, flip_test):
+    """The figure explains the similarity extraction gives, flip test (the photo's and its
+    mirror's descriptors concatenated) included: the shares are of that same cosine."""
+    from reid.data.transforms import PROJECT_NORMALISATION
+    from reid.engine.extract import extract_descriptors
+    from reid.figures.retrieval import Match, QueryResult
+    from reid.figures.similarity import similarity_rows
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, (h, w) in enumerate([(40, 56), (48, 48), (64, 40)]):
+        paths.append(tmp_path / f"photo{i}.png")
+        cv2.imwrite(str(paths[-1]), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("resnet18", img_size=64, descriptor="after_bnneck"), 5, 2)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+    model.eval()
+    device = torch.device("cpu")
+    extracted = extract_descriptors(model, paths, 64, device, flip_test=flip_test)
+    unit = extracted / np.linalg.norm(extracted, axis=1, keepdims=True)
+    matches = [Match(f"m{i}", paths[i], "b", 0.0, False) for i in (1, 2)]
+    (row,) = similarity_rows(
+        model,
+        [QueryResult("q", paths[0], "a", matches)],
+        64,
+        device,
+        PROJECT_NORMALISATION,
+        flip_test=flip_test,
+    )
+    for shares, i in zip(row.matches, (1, 2), strict=True):
+        assert shares.cosine == pytest.approx(float(unit[0] @ unit[i]), abs=1e-5)
+        assert shares.query_share.sum() == pytest.approx(shares.cosine, abs=1e-5)
+        assert shares.match_share.sum() == pytest.approx(shares.cosine, abs=1e-5)
+        assert shares.query_share.shape == (2, 2)
+
+
+def test_flip_test_puts_the_mirror_cells_back_in_place(tmp_path):
+    """With flip test, a cell's share is its own view's plus its mirror cell's in the mirrored
+    view: expected from two plain splits, of the photos and of mirrored copies saved to disk."""
+    from reid.data.transforms import PROJECT_NORMALISATION
+    from reid.engine.extract import extract_descriptors
+    from reid.figures.retrieval import Match, QueryResult
+    from reid.figures.similarity import similarity_rows
+
+    rng = np.random.default_rng(1)
+    photos = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2)]
+    paths, mirrored = [], []
+    for i, photo in enumerate(photos):
+        paths.append(tmp_path / f"p{i}.png")
+        mirrored.append(tmp_path / f"p{i}_mirror.png")
+        cv2.imwrite(str(paths[-1]), photo)
+        cv2.imwrite(str(mirrored[-1]), photo[:, ::-1])
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("resnet18", img_size=64), 5, 2).eval()
+    device = torch.device("cpu")
+
+    def rows(query, match, flip_test=False):
+        result = QueryResult("q", query, "a", [Match("g", match, "b", 0.0, False)])
+        (row,) = similarity_rows(
+            model, [result], 64, device, PROJECT_NORMALISATION, None, flip_test
+        )
+        return row.matches[0]
+
+    def descriptor(path):
+        return extract_descriptors(model, [path], 64, device)[0].astype(np.float64)
+
+    own, mirror = rows(paths[0], paths[1]), rows(mirrored[0], mirrored[1])
+    dq, dg = descriptor(paths[0]), descriptor(paths[1])
+    mq, mg = descriptor(mirrored[0]), descriptor(mirrored[1])
+    combined = np.linalg.norm(np.r_[dq, mq]) * np.linalg.norm(np.r_[dg, mg])
+    expected = (
+        own.query_share * np.linalg.norm(dq) * np.linalg.norm(dg)
+        + mirror.query_share[:, ::-1] * np.linalg.norm(mq) * np.linalg.norm(mg)
+    ) / combined
+    flipped = rows(paths[0], paths[1], flip_test=True)
+    np.testing.assert_allclose(flipped.query_share, expected, atol=1e-5)
+    assert not np.allclose(mirror.query_share, mirror.query_share[:, ::-1], atol=1e-3)
+
+
 def test_a_vit_cannot_be_split_into_cells():
     vit = build_model(ModelSpec("vit_tiny_patch16_224", img_size=32), 3, 2).eval()
     with pytest.raises(UserError, match="not an average of feature-map cells"):

@@ -117,6 +117,11 @@ def save_trained_model(directory: Path, model: nn.Module, config: dict[str, Any]
     atomic_write_text(directory / MODEL_CONFIG, json.dumps(config, indent=2))
 
 
+def flip_tested(config: dict[str, Any]) -> bool:
+    """Whether a trained model's descriptors were extracted with flip test (its model.json)."""
+    return bool(config.get("settings", {}).get("flip_test", False))
+
+
 def load_trained_model(directory: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a trained model from its directory, in eval mode on `device`."""
     config_path = directory / MODEL_CONFIG

@@ -89,9 +89,15 @@ def similarity_rows(
     device: torch.device,
     normalisation: Normalisation,
     boxes: Mapping[str, AnimalBox] | None = None,
+    flip_test: bool = False,
 ) -> list[SimilarityRow]:
     """Each query's and match's view and cell descriptors, split into the pairs' shares.
-    ``boxes`` maps image ids to the animal boxes extraction cut them to (None: whole photos)."""
+
+    ``boxes`` maps image ids to the animal boxes extraction cut them to (None: whole photos).
+    With ``flip_test`` the descriptor is the photo's and its mirror image's concatenated, so a
+    cell's descriptor is its own beside its mirror cell's (the mirror's map flipped back), whose
+    mean over the cells is that concatenation: the split stays exact.
+    """
     if not isinstance(model, ReidBaseline):
         raise UserError(
             f"similarity maps need a convolutional baseline (cnn_*, resnet*, ...), not "
@@ -110,7 +116,11 @@ def similarity_rows(
     with torch.inference_mode():
         for start in range(0, len(ids), 32):
             batch = torch.stack([to_tensor(v, normalisation) for v in views[start : start + 32]])
-            cells.append(model.cell_descriptors(batch.to(device)).float().cpu().numpy())
+            batch_cells = model.cell_descriptors(batch.to(device))
+            if flip_test:
+                mirrored = model.cell_descriptors(batch.flip(3).to(device)).flip(3)
+                batch_cells = torch.cat([batch_cells, mirrored], dim=1)
+            cells.append(batch_cells.float().cpu().numpy())
     by_id = dict(zip(ids, zip(views, np.concatenate(cells), strict=True), strict=True))
     rows = []
     for result in results:
