@@ -175,8 +175,10 @@ def cmd_identify(args: argparse.Namespace) -> None:
     from reid.identify import (
         catalogue_gallery,
         default_cache,
+        draw_similarity_figure,
         folder_gallery,
         identify,
+        query_results,
         results_json,
         results_table,
     )
@@ -202,29 +204,15 @@ def cmd_identify(args: argparse.Namespace) -> None:
     else:
         print(text)
     if args.figure:
-        from reid.figures.retrieval import Match, QueryResult, draw_retrieval
+        from reid.figures.retrieval import draw_retrieval
 
-        rows = [
-            QueryResult(
-                str(image),
-                image,
-                None,
-                [
-                    Match(
-                        c.best_match,
-                        gallery.root / c.best_match,
-                        c.identity,
-                        c.similarity,
-                        None,
-                        c.false_positive_rate,
-                    )
-                    for c in candidates
-                ],
-            )
-            for image, candidates in zip(images, results, strict=True)
-        ]
-        draw_retrieval({model_dir.name: rows}, Path(args.figure))
+        draw_retrieval({model_dir.name: query_results(images, results, gallery)}, Path(args.figure))
         logging.info("wrote %s", args.figure)
+    if args.similarity_figure:
+        draw_similarity_figure(
+            model_dir, gallery, images, results, device, Path(args.similarity_figure)
+        )
+        logging.info("wrote %s", args.similarity_figure)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -315,16 +303,15 @@ def cmd_figure_retrieval(args: argparse.Namespace) -> None:
 
 def cmd_figure_similarity(args: argparse.Namespace) -> None:
     from reid.catalogue import read_catalogue
-    from reid.data.transforms import Normalisation
     from reid.engine.distributed import DistContext, resolve_device
-    from reid.engine.extract import (
-        flip_tested,
-        load_features,
-        load_trained_model,
-        model_crop_boxes,
-    )
+    from reid.engine.extract import load_features, load_trained_model, model_crop_boxes
     from reid.figures.retrieval import top_k_matches
-    from reid.figures.similarity import draw_similarity, similarity_rows
+    from reid.figures.similarity import (
+        SIMILARITY_TOLERANCE,
+        draw_similarity,
+        largest_disagreement,
+        trained_model_rows,
+    )
 
     model_dir = Path(args.model_dir)
     features = Path(args.features) if args.features else model_dir / "features.npz"
@@ -342,17 +329,9 @@ def cmd_figure_similarity(args: argparse.Namespace) -> None:
         atrw_gt=Path(args.atrw_gt) if args.atrw_gt else None,
     )
     boxes = model_crop_boxes(config, Path(args.crops) if args.crops else None, model_dir)
-    rows = similarity_rows(
-        model,
-        results,
-        config["model"]["img_size"],
-        device,
-        Normalisation.of(config["model"]),
-        boxes,
-        flip_tested(config),
-    )
-    worst = max(abs(m.cosine - m.match.similarity) for row in rows for m in row.matches)
-    if worst > 0.01:  # bf16 extraction differs by ~1e-3; more means other weights or crops
+    rows = trained_model_rows(model, config, results, device, boxes)
+    worst = largest_disagreement(rows)
+    if worst > SIMILARITY_TOLERANCE:
         logging.warning(
             "the model's cells give cosines up to %.3f away from %s's: were these features "
             "extracted by this model, with these --crops?",
@@ -490,6 +469,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.add_argument("--out", help="write the table/JSON here instead of printing it")
     p.add_argument("--figure", help="also draw the photos with their top matches (PNG)")
+    p.add_argument(
+        "--similarity-figure",
+        help="also draw what each match rests on: every cell of both photos heated by its share "
+        "of their similarity (PNG; convolutional baselines such as cnn_efflite0_320)",
+    )
     p.add_argument(
         "--cache",
         help="gallery descriptor cache (default: <model-dir>/identify-cache/<gallery hash>.npz)",

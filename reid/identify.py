@@ -31,6 +31,7 @@ import sysconfig
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -51,6 +52,9 @@ from reid.evaluation.false_positives import (
     wrong_animal_scores,
 )
 from reid.npz import read_npz
+
+if TYPE_CHECKING:
+    from reid.figures.retrieval import QueryResult
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 log = logging.getLogger(__name__)
@@ -375,6 +379,68 @@ def identify(
             len(wrong),
         )
     return rank_identities(queries, known, gallery, k, wrong)
+
+
+def query_results(
+    images: list[Path], results: list[list[Candidate]], gallery: Gallery
+) -> list[QueryResult]:
+    """The new photos with their candidates' best gallery photos, as the figures draw them
+    (identities unknown, so the matches are neither right nor wrong)."""
+    from reid.figures.retrieval import Match, QueryResult
+
+    return [
+        QueryResult(
+            str(image),
+            image,
+            None,
+            [
+                Match(
+                    c.best_match,
+                    gallery.root / c.best_match,
+                    c.identity,
+                    c.similarity,
+                    None,
+                    c.false_positive_rate,
+                )
+                for c in candidates
+            ],
+        )
+        for image, candidates in zip(images, results, strict=True)
+    ]
+
+
+def draw_similarity_figure(
+    model_dir: Path,
+    gallery: Gallery,
+    images: list[Path],
+    results: list[list[Candidate]],
+    device: torch.device,
+    out: Path,
+) -> None:
+    """Each new photo beside its candidates' best gallery photos, every cell heated by its share
+    of the pair's similarity (reid.figures.similarity; convolutional baselines only), the photos
+    cut to the same boxes as for matching."""
+    from reid.engine.extract import load_trained_model
+    from reid.figures.similarity import (
+        SIMILARITY_TOLERANCE,
+        draw_similarity,
+        largest_disagreement,
+        trained_model_rows,
+    )
+
+    model, config = load_trained_model(model_dir, device)
+    queries = query_results(images, results, gallery)
+    boxes = None
+    if crop := config.get("crop"):
+        shown = sorted({gallery.paths.index(m.image_id) for q in queries for m in q.matches})
+        boxes = dict(zip(map(str, images), teacher_boxes(images, crop, device), strict=True))
+        found = gallery_boxes(gallery, shown, crop, device)
+        boxes |= {gallery.paths[i]: box for i, box in zip(shown, found, strict=True)}
+    rows = trained_model_rows(model, config, queries, device, boxes)
+    worst = largest_disagreement(rows)
+    if worst > SIMILARITY_TOLERANCE:
+        log.warning("the similarity figure's cosines differ by up to %.3f from the table's", worst)
+    draw_similarity(rows, out)
 
 
 def results_table(images: list[Path], results: list[list[Candidate]]) -> str:

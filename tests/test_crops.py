@@ -265,6 +265,27 @@ def test_identify_boxes_new_photos_with_the_models_teacher(cropped, tmp_path, ca
     assert best["similarity"] == pytest.approx(1.0, abs=1e-5)
 
 
+def test_identify_similarity_figure_cuts_photos_as_matching_does(cropped, tmp_path, caplog):
+    """A CNN trained on crops: the figure's photos are cut to the boxes matching used (the new
+    photo by the teacher, the gallery by its recorded boxes), so its cosines are the table's."""
+    model_dir = tmp_path / "cnn"
+    settings = run_settings(epochs=1) | {"model": {"arch": "resnet18", "img_size": 32}}
+    train = ["train", "--settings-json", json.dumps(settings), "--catalogue"]
+    train += [str(cropped["catalogue"]), "--root", str(cropped["root"]), "--masks"]
+    train += [str(cropped["masks"]), "--out", str(model_dir), "--workers", "0", "--no-progress"]
+    assert reid_main(train) == 0
+    figure = tmp_path / "why.png"
+    args = ["identify", str(cropped["root"] / "id3/0.png"), "--model-dir", str(model_dir)]
+    args += ["--gallery", str(cropped["catalogue"]), "--root", str(cropped["root"])]
+    args += ["--gallery-splits", "test", "--top-k", "2", "--device", "cpu", "--workers", "0"]
+    with caplog.at_level("INFO"):
+        assert reid_main([*args, "--similarity-figure", str(figure)]) == 0
+    # The new photo is boxed for matching, then again for the figure.
+    assert caplog.text.count("boxing 1 photos with teacher") == 2
+    assert "differ by up to" not in caplog.text
+    assert cv2.imread(str(figure)).shape[0] > 0
+
+
 def test_two_animals_in_one_photo_are_cut_apart_by_their_catalogue_boxes(tmp_path):
     """wildlife-datasets style: one row per animal, the same photo, a ``bbox`` each; the
     `annotations` detector makes each row's map and crop its own animal's."""

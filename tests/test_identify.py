@@ -101,6 +101,29 @@ def test_matches_brute_force_and_writes_the_figure(setup, tmp_path):
     assert (drawn == np.array(UNKNOWN, np.uint8)).all(axis=2).sum() > 100
 
 
+def test_similarity_figure_explains_the_listed_matches(setup, cnn_run, tmp_path, caplog, capsys):
+    """What each listed match rests on, drawn from the same photos and descriptors as the table:
+    the cells' cosines agree with the listed similarities (no warning), one row per photo."""
+    from reid.figures.similarity import LABEL_HEIGHT, MARGIN
+
+    _, paw_run, gallery, new = setup
+    figure = tmp_path / "why.png"
+    with caplog.at_level(logging.INFO):
+        code = identify(
+            cnn_run, gallery, new[:2], "--top-k", "2", "--similarity-figure", str(figure)
+        )
+    assert code == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    drawn = cv2.imread(str(figure))
+    side = 144  # two rows of a query and two (query, match) pairs
+    assert drawn.shape[:2] == (
+        2 * MARGIN + 2 * (side + LABEL_HEIGHT) + 8,
+        2 * MARGIN + side + 12 + 2 * (2 * side + 4) + 10,
+    )
+    assert identify(paw_run, gallery, new[:1], "--similarity-figure", str(figure)) == 2
+    assert "similarity maps need a convolutional baseline" in error_line(capsys)
+
+
 def test_table_lists_every_rank(setup, capsys):
     _, run, gallery, new = setup
     assert identify(run, gallery, new[:1], "--top-k", "2") == 0

@@ -38,6 +38,9 @@ PAIR_GAP = 10
 ROW_GAP = 8
 MARGIN = 8
 SCALE_PERCENTILE = 99.0
+SIMILARITY_TOLERANCE = 0.01
+"""How far a pair's cosine from the cells may be from the similarity it was ranked by: bf16
+extraction moves it by about 1e-3; more means other weights, crops or photos."""
 
 
 def split_similarity(
@@ -132,6 +135,36 @@ def similarity_rows(
             shares.append(MatchShares(match, match_view, query_share, match_share, cosine))
         rows.append(SimilarityRow(result, query_view, shares))
     return rows
+
+
+def trained_model_rows(
+    model: torch.nn.Module,
+    config: Mapping,
+    results: Sequence[QueryResult],
+    device: torch.device,
+    boxes: Mapping[str, AnimalBox] | None = None,
+) -> list[SimilarityRow]:
+    """:func:`similarity_rows` at a trained model's own input size, normalisation and flip test
+    (its model.json ``config``)."""
+    from reid.engine.extract import flip_tested
+
+    return similarity_rows(
+        model,
+        results,
+        config["model"]["img_size"],
+        device,
+        Normalisation.of(config["model"]),
+        boxes,
+        flip_tested(config),
+    )
+
+
+def largest_disagreement(rows: Sequence[SimilarityRow]) -> float:
+    """The largest difference between a pair's cosine from the cells and the similarity the match
+    was ranked by (0 without matches)."""
+    return max(
+        (abs(m.cosine - m.match.similarity) for row in rows for m in row.matches), default=0.0
+    )
 
 
 def draw_similarity(rows: Sequence[SimilarityRow], out: Path, side: int = 144) -> float:
