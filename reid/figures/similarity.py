@@ -182,7 +182,7 @@ def draw_similarity(rows: Sequence[SimilarityRow], out: Path, side: int = 144) -
     )
     top = top if top > 0 else 1.0
     most = max(len(r.matches) for r in rows)
-    width = 2 * MARGIN + side + QUERY_GAP + most * (2 * side + GAP) + (most - 1) * PAIR_GAP
+    width = 2 * MARGIN + side + QUERY_GAP + most * (2 * side + GAP) + max(most - 1, 0) * PAIR_GAP
     row_height = side + LABEL_HEIGHT
     height = 2 * MARGIN + len(rows) * (row_height + ROW_GAP) - ROW_GAP
     canvas = np.full((height, width, 3), 255, np.uint8)
@@ -190,9 +190,9 @@ def draw_similarity(rows: Sequence[SimilarityRow], out: Path, side: int = 144) -
     for r, row in enumerate(rows):
         y0 = MARGIN + r * (row_height + ROW_GAP)
         identity = row.query.identity if row.query.identity is not None else "?"
-        tiles = [(_square(row.view, side), QUERY, f"query {identity}")]
+        query_image = _square(row.view, side)
+        tiles = [(query_image, QUERY, f"query {identity}")]
         for rank, shares in enumerate(row.matches, start=1):
-            query_image = _square(row.view, side)
             match_image = _square(shares.view, side)
             tiles.append(
                 (
