@@ -194,7 +194,8 @@ def cmd_identify(args: argparse.Namespace) -> None:
     images = [Path(p) for p in args.images]
     cache = Path(args.cache) if args.cache else default_cache(model_dir, source)
     device = resolve_device(args.device, DistContext())
-    results = identify(model_dir, gallery, images, args.top_k, cache, device, args.workers)
+    found = identify(model_dir, gallery, images, args.top_k, cache, device, args.workers)
+    results = found.candidates
     if args.format == "json":
         text = json.dumps(results_json(images, results), indent=2)
     else:
@@ -210,7 +211,7 @@ def cmd_identify(args: argparse.Namespace) -> None:
         logging.info("wrote %s", args.figure)
     if args.similarity_figure:
         draw_similarity_figure(
-            model_dir, gallery, images, results, device, Path(args.similarity_figure)
+            model_dir, gallery, images, found, device, Path(args.similarity_figure)
         )
         logging.info("wrote %s", args.similarity_figure)
 

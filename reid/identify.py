@@ -39,7 +39,7 @@ import torch
 
 from reid.atomic import atomic_write_bytes
 from reid.catalogue import read_catalogue
-from reid.data.crops import AnimalBox
+from reid.data.crops import AnimalBox, boxes_from_arrays, boxes_to_arrays
 from reid.data.images import read_rgb
 from reid.data.part_maps import load_crop_boxes
 from reid.data.transforms import PROJECT_NORMALISATION, Normalisation
@@ -82,6 +82,17 @@ class Candidate:
     # How often a wrong animal scores this high (false_positive_rate()); None for a gallery of
     # one identity, where no animal can be told from another.
     false_positive_rate: float | None
+
+
+@dataclass(frozen=True)
+class Identification:
+    """What :func:`identify` found: each new photo's candidates, and the animal boxes the new
+    photos and the gallery photos were cut to (None: the model sees whole frames), so that a
+    figure cuts them alike without running the teacher again."""
+
+    candidates: list[list[Candidate]]
+    query_boxes: list[AnimalBox | None] | None = None
+    gallery_boxes: list[AnimalBox | None] | None = None
 
 
 def folder_gallery(folder: Path) -> Gallery:
@@ -156,15 +167,22 @@ def gallery_descriptors(
     workers: int = 0,
     normalisation: Normalisation = PROJECT_NORMALISATION,
     crop: dict | None = None,
-) -> np.ndarray:
-    """Descriptors of every gallery image, extracting only those the cache does not hold
-    (cut to the boxes of the ``crop`` teacher, see :func:`teacher_boxes`, when given)."""
+) -> tuple[np.ndarray, list[AnimalBox | None] | None]:
+    """Descriptors of every gallery image, extracting only those the cache does not hold, and,
+    with ``crop``, the animal box each was cut to (by the ``crop`` teacher, see
+    :func:`gallery_boxes`; kept in the cache beside the descriptors)."""
     keys = _stat_keys(gallery)
     cached: dict[str, np.ndarray] = {}
+    boxes: dict[str, AnimalBox] = {}
     if cache.is_file():
         with read_npz(cache, "a gallery cache", "delete it; it is rebuilt") as data:
-            if str(data["fingerprint"]) == fingerprint and bool(data["flip_test"]) == flip_test:
+            same = str(data["fingerprint"]) == fingerprint and bool(data["flip_test"]) == flip_test
+            if same and (crop is None or "crop_box" in data.files):  # older caches kept no boxes
                 cached = dict(zip(data["keys"].tolist(), data["features"], strict=True))
+                if crop is not None:
+                    boxes = boxes_from_arrays(
+                        data["keys"].tolist(), data["crop_box"], data["image_shape"]
+                    )
     missing = [i for i, key in enumerate(keys.tolist()) if key not in cached]
     log.info(
         "gallery: %d images, %d descriptors reused from %s, %d to extract",
@@ -175,6 +193,7 @@ def gallery_descriptors(
     )
     if missing:
         paths = [gallery.root / gallery.paths[i] for i in missing]
+        found = gallery_boxes(gallery, missing, crop, device) if crop else None
         fresh = extract_descriptors(
             model,
             paths,
@@ -183,21 +202,29 @@ def gallery_descriptors(
             flip_test=flip_test,
             workers=workers,
             normalisation=normalisation,
-            boxes=gallery_boxes(gallery, missing, crop, device) if crop else None,
+            boxes=found,
         )
         cached.update(zip(keys[missing].tolist(), fresh, strict=True))
+        if found is not None:
+            new_keys = keys[missing].tolist()
+            boxes |= {k: b for k, b in zip(new_keys, found, strict=True) if b is not None}
     features = np.stack([cached[key] for key in keys.tolist()]).astype(np.float32)
+    kept = [boxes.get(key) for key in keys.tolist()] if crop else None
     if missing or len(cached) != len(keys):
         buffer = io.BytesIO()
+        arrays = {}
+        if kept is not None:
+            arrays["crop_box"], arrays["image_shape"] = boxes_to_arrays(kept)
         np.savez(
             buffer,
             fingerprint=np.asarray(fingerprint),
             flip_test=np.asarray(flip_test),
             keys=keys,
             features=features,
+            **arrays,
         )
         atomic_write_bytes(cache, buffer.getvalue())
-    return features
+    return features, kept
 
 
 def rank_identities(
@@ -333,7 +360,7 @@ def identify(
     cache: Path,
     device: torch.device,
     workers: int = 0,
-) -> list[list[Candidate]]:
+) -> Identification:
     """Top-``k`` gallery identities of each new image (see the module docstring)."""
     from reid.engine.extract import flip_tested, load_trained_model
 
@@ -349,7 +376,7 @@ def identify(
     # settings other than the defaults only, so that caches of earlier models stay valid
     network = "" if descriptor == "before_bnneck" else f" {descriptor}"
     network += f" stride {output_stride}" if output_stride else ""
-    known = gallery_descriptors(
+    known, known_boxes = gallery_descriptors(
         model,
         gallery,
         cache,
@@ -361,6 +388,7 @@ def identify(
         normalisation,
         crop,
     )
+    query_boxes = teacher_boxes(images, crop, device) if crop else None
     queries = extract_descriptors(
         model,
         images,
@@ -368,7 +396,7 @@ def identify(
         device,
         flip_test=flip_test,
         normalisation=normalisation,
-        boxes=teacher_boxes(images, crop, device) if crop else None,
+        boxes=query_boxes,
     )
     wrong = wrong_animal_scores(known, gallery.identities)
     if len(wrong) == 0:
@@ -378,7 +406,8 @@ def identify(
             "false-positive rates from %d gallery photos searched without their own animal",
             len(wrong),
         )
-    return rank_identities(queries, known, gallery, k, wrong)
+    candidates = rank_identities(queries, known, gallery, k, wrong)
+    return Identification(candidates, query_boxes, known_boxes)
 
 
 def query_results(
@@ -413,13 +442,13 @@ def draw_similarity_figure(
     model_dir: Path,
     gallery: Gallery,
     images: list[Path],
-    results: list[list[Candidate]],
+    found: Identification,
     device: torch.device,
     out: Path,
 ) -> None:
     """Each new photo beside its candidates' best gallery photos, every cell heated by its share
     of the pair's similarity (reid.figures.similarity; convolutional baselines only), the photos
-    cut to the same boxes as for matching."""
+    cut to the boxes matching cut them to."""
     from reid.engine.extract import load_trained_model
     from reid.figures.similarity import (
         SIMILARITY_TOLERANCE,
@@ -429,13 +458,11 @@ def draw_similarity_figure(
     )
 
     model, config = load_trained_model(model_dir, device)
-    queries = query_results(images, results, gallery)
+    queries = query_results(images, found.candidates, gallery)
     boxes = None
-    if crop := config.get("crop"):
-        shown = sorted({gallery.paths.index(m.image_id) for q in queries for m in q.matches})
-        boxes = dict(zip(map(str, images), teacher_boxes(images, crop, device), strict=True))
-        found = gallery_boxes(gallery, shown, crop, device)
-        boxes |= {gallery.paths[i]: box for i, box in zip(shown, found, strict=True)}
+    if found.query_boxes is not None and found.gallery_boxes is not None:
+        boxes = dict(zip(map(str, images), found.query_boxes, strict=True))
+        boxes |= dict(zip(gallery.paths, found.gallery_boxes, strict=True))
     rows = trained_model_rows(model, config, queries, device, boxes)
     worst = largest_disagreement(rows)
     if worst > SIMILARITY_TOLERANCE:

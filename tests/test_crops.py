@@ -9,6 +9,7 @@ by cutting photos by hand, never by the code under test.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -27,7 +28,7 @@ from pseudomasks.cli import main as pseudomasks_main
 from pseudomasks.errors import UserError
 from pseudomasks.settings import parse_settings, teacher_id
 from reid.cli import main as reid_main
-from reid.data.crops import AnimalBox
+from reid.data.crops import AnimalBox, boxes_from_arrays, boxes_to_arrays
 from reid.data.datasets import TrainDataset
 from reid.data.images import read_rgb
 from reid.data.part_maps import load_part_maps
@@ -139,6 +140,17 @@ def test_a_box_is_scaled_to_a_resized_copy_of_the_photo():
     assert np.array_equal(cut, image[10:50, 20:61])
     assert np.array_equal(AnimalBox(10, 5, 30, 25).cut(image), image[5:25, 10:30])
     assert AnimalBox(500, 500, 600, 600).cut(image).shape[:2] == (1, 1)  # never empty
+
+
+def test_boxes_survive_the_round_trip_through_arrays():
+    """How shards and identify's gallery cache store boxes: None stays None, sizes are kept."""
+    boxes = [AnimalBox(1.5, 2, 30, 25.25, 96, 128), None, AnimalBox(0, 0, 10, 10)]
+    crop_box, image_shape = boxes_to_arrays(boxes)
+    assert np.isnan(crop_box[1]).all()
+    assert boxes_from_arrays(["a", "b", "c"], crop_box, image_shape) == {
+        "a": boxes[0],
+        "c": boxes[2],
+    }
 
 
 # ------------------------------------------------------------------------------ the student
@@ -267,7 +279,9 @@ def test_identify_boxes_new_photos_with_the_models_teacher(cropped, tmp_path, ca
 
 def test_identify_similarity_figure_cuts_photos_as_matching_does(cropped, tmp_path, caplog):
     """A CNN trained on crops: the figure's photos are cut to the boxes matching used (the new
-    photo by the teacher, the gallery by its recorded boxes), so its cosines are the table's."""
+    photo by the teacher, the gallery by its recorded boxes, or a folder gallery's by the
+    teacher once, then from the cache), so its cosines are the table's, and the teacher never
+    runs again for the figure."""
     model_dir = tmp_path / "cnn"
     settings = run_settings(epochs=1) | {"model": {"arch": "resnet18", "img_size": 32}}
     train = ["train", "--settings-json", json.dumps(settings), "--catalogue"]
@@ -276,14 +290,31 @@ def test_identify_similarity_figure_cuts_photos_as_matching_does(cropped, tmp_pa
     assert reid_main(train) == 0
     figure = tmp_path / "why.png"
     args = ["identify", str(cropped["root"] / "id3/0.png"), "--model-dir", str(model_dir)]
-    args += ["--gallery", str(cropped["catalogue"]), "--root", str(cropped["root"])]
-    args += ["--gallery-splits", "test", "--top-k", "2", "--device", "cpu", "--workers", "0"]
+    args += ["--top-k", "2", "--device", "cpu", "--workers", "0"]
+    args += ["--similarity-figure", str(figure)]
+    catalogue = ["--gallery", str(cropped["catalogue"]), "--root", str(cropped["root"])]
     with caplog.at_level("INFO"):
-        assert reid_main([*args, "--similarity-figure", str(figure)]) == 0
-    # The new photo is boxed for matching, then again for the figure.
-    assert caplog.text.count("boxing 1 photos with teacher") == 2
+        assert reid_main([*args, *catalogue, "--gallery-splits", "test"]) == 0
+    # The new photo is boxed once, for matching; the figure takes the same box.
+    assert caplog.text.count("boxing") == 1 and "boxing 1 photos with teacher" in caplog.text
     assert "differ by up to" not in caplog.text
     assert cv2.imread(str(figure)).shape[0] > 0
+
+    folder = tmp_path / "gallery"
+    for identity in ("id3", "id4"):
+        shutil.copytree(cropped["root"] / identity, folder / identity)
+    for run in ("first", "cached"):
+        caplog.clear()
+        figure.unlink()
+        with caplog.at_level("INFO"):
+            assert reid_main([*args, "--gallery", str(folder)]) == 0
+        boxed_gallery = "boxing 8 photos with teacher" in caplog.text
+        # The gallery is boxed by the teacher the first time only, then its boxes come from the
+        # cache with its descriptors; the figure boxes nothing.
+        assert boxed_gallery == (run == "first"), run
+        assert caplog.text.count("boxing") == 1 + boxed_gallery, run
+        assert "differ by up to" not in caplog.text, run
+        assert cv2.imread(str(figure)).shape[0] > 0
 
 
 def test_two_animals_in_one_photo_are_cut_apart_by_their_catalogue_boxes(tmp_path):

@@ -50,6 +50,18 @@ def boxes_from_arrays(
     return out
 
 
+def boxes_to_arrays(boxes: list[AnimalBox | None]) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of :func:`boxes_from_arrays`: n×4 ``crop_box`` (NaN for None) and n×2
+    ``image_shape`` (0 × 0 for None)."""
+    crop_box = np.full((len(boxes), 4), np.nan)
+    image_shape = np.zeros((len(boxes), 2), np.int64)
+    for row, box in enumerate(boxes):
+        if box is not None:
+            crop_box[row] = (box.x0, box.y0, box.x1, box.y1)
+            image_shape[row] = (box.height, box.width)
+    return crop_box, image_shape
+
+
 def cut_to(image: np.ndarray, box: AnimalBox | None) -> np.ndarray:
     """``image`` cut to ``box``; the whole image for None."""
     return image if box is None else box.cut(image)
