@@ -80,6 +80,9 @@ class MatchShares:
 
 @dataclass(frozen=True)
 class SimilarityRow:
+    """One row of the figure: a query, its view as the model sees it (S×S×3 uint8) and its
+    matches' shares."""
+
     query: QueryResult
     view: np.ndarray
     matches: list[MatchShares]
@@ -173,8 +176,8 @@ def draw_similarity(rows: Sequence[SimilarityRow], out: Path, side: int = 144) -
     figure). Returns the heat value drawn brightest (shared by every panel)."""
     if not rows:
         raise UserError("no queries to draw in the similarity figure")
-    maps = [m.query_share * m.query_share.size for r in rows for m in r.matches]
-    maps += [m.match_share * m.match_share.size for r in rows for m in r.matches]
+    maps = [_per_cell(m.query_share) for r in rows for m in r.matches]
+    maps += [_per_cell(m.match_share) for r in rows for m in r.matches]
     top = (
         float(np.percentile(np.concatenate([m.ravel() for m in maps]), SCALE_PERCENTILE))
         if maps
@@ -223,8 +226,14 @@ def _square(view: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(view, (side, side), interpolation=cv2.INTER_AREA)
 
 
+def _per_cell(share: np.ndarray) -> np.ndarray:
+    """A share map times its cell count: the scale of one cell's share whatever the grid (a
+    similarity spread evenly over the cells is that similarity in every cell)."""
+    return share * share.size
+
+
 def _heat(image: np.ndarray, share: np.ndarray, top: float) -> np.ndarray:
-    """The share map (times its cell count) over ``image``, 0 and below dark, ``top`` brightest."""
+    """The share map, per cell, over ``image``: 0 and below dark, ``top`` brightest."""
     side = image.shape[0]
-    scaled = (share * share.size / top).astype(np.float32)
+    scaled = (_per_cell(share) / top).astype(np.float32)
     return heat_overlay(image, cv2.resize(scaled, (side, side), interpolation=cv2.INTER_NEAREST))
