@@ -307,12 +307,7 @@ def cmd_figure_similarity(args: argparse.Namespace) -> None:
     from reid.engine.distributed import DistContext, resolve_device
     from reid.engine.extract import load_features, load_trained_model, model_crop_boxes
     from reid.figures.retrieval import top_k_matches
-    from reid.figures.similarity import (
-        SIMILARITY_TOLERANCE,
-        draw_similarity,
-        largest_disagreement,
-        trained_model_rows,
-    )
+    from reid.figures.similarity import draw_similarity, trained_model_rows, warn_if_disagreeing
 
     model_dir = Path(args.model_dir)
     features = Path(args.features) if args.features else model_dir / "features.npz"
@@ -331,14 +326,9 @@ def cmd_figure_similarity(args: argparse.Namespace) -> None:
     )
     boxes = model_crop_boxes(config, Path(args.crops) if args.crops else None, model_dir)
     rows = trained_model_rows(model, config, results, device, boxes)
-    worst = largest_disagreement(rows)
-    if worst > SIMILARITY_TOLERANCE:
-        logging.warning(
-            "the model's cells give cosines up to %.3f away from %s's: were these features "
-            "extracted by this model, with these --crops?",
-            worst,
-            features,
-        )
+    warn_if_disagreeing(
+        rows, f"{features}'s", "were these features extracted by this model, with these --crops?"
+    )
     top = draw_similarity(rows, Path(args.out))
     logging.info("wrote %s (%d queries; brightest heat = %.2f)", args.out, len(rows), top)
 

@@ -450,12 +450,7 @@ def draw_similarity_figure(
     of the pair's similarity (reid.figures.similarity; convolutional baselines only), the photos
     cut to the boxes matching cut them to."""
     from reid.engine.extract import load_trained_model
-    from reid.figures.similarity import (
-        SIMILARITY_TOLERANCE,
-        draw_similarity,
-        largest_disagreement,
-        trained_model_rows,
-    )
+    from reid.figures.similarity import draw_similarity, trained_model_rows, warn_if_disagreeing
 
     model, config = load_trained_model(model_dir, device)
     queries = query_results(images, found.candidates, gallery)
@@ -464,9 +459,9 @@ def draw_similarity_figure(
         boxes = dict(zip(map(str, images), found.query_boxes, strict=True))
         boxes |= dict(zip(gallery.paths, found.gallery_boxes, strict=True))
     rows = trained_model_rows(model, config, queries, device, boxes)
-    worst = largest_disagreement(rows)
-    if worst > SIMILARITY_TOLERANCE:
-        log.warning("the similarity figure's cosines differ by up to %.3f from the table's", worst)
+    warn_if_disagreeing(
+        rows, "the table's", "the figure does not show what was ranked; please report it"
+    )
     draw_similarity(rows, out)
 
 

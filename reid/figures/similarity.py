@@ -16,6 +16,7 @@ on one scale for every panel of the figure, so a weak match looks weak.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ from reid.errors import UserError
 from reid.figures.retrieval import QUERY, Match, QueryResult, match_colour, match_label
 from reid.figures.thumbnails import framed, heat_overlay, label_strip, model_views, save_png
 from reid.models import ReidBaseline
+
+log = logging.getLogger(__name__)
 
 LABEL_HEIGHT = 18
 GAP = 4
@@ -168,6 +171,20 @@ def largest_disagreement(rows: Sequence[SimilarityRow]) -> float:
     return max(
         (abs(m.cosine - m.match.similarity) for row in rows for m in row.matches), default=0.0
     )
+
+
+def warn_if_disagreeing(rows: Sequence[SimilarityRow], ranked_by: str, likely_cause: str) -> None:
+    """Log a warning when the cells' cosines stray from the similarities the matches were ranked
+    by (``ranked_by``) by more than :data:`SIMILARITY_TOLERANCE`; ``likely_cause`` says what to
+    check."""
+    worst = largest_disagreement(rows)
+    if worst > SIMILARITY_TOLERANCE:
+        log.warning(
+            "the similarity figure's cells give cosines up to %.3f away from %s: %s",
+            worst,
+            ranked_by,
+            likely_cause,
+        )
 
 
 def draw_similarity(rows: Sequence[SimilarityRow], out: Path, side: int = 144) -> float:
