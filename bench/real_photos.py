@@ -121,6 +121,8 @@ def workflow_config(args: argparse.Namespace) -> tuple[dict, list[str]]:
                     entry["descriptor"] = args.descriptor
                 if args.output_stride:
                     entry["output_stride"] = args.output_stride
+                if args.aggregation and entry["arch"].startswith("paw_vit"):
+                    entry["aggregation"] = args.aggregation
                 optimizer = dict(entry["train"]["optimizer"])
                 for key in ("lr", "frozen_stem_blocks", "stem_lr_scale"):
                     if getattr(args, key) is not None:
@@ -302,6 +304,11 @@ def main() -> int:
         type=int,
         choices=[8, 16, 32],
         help="efflite0, CNN only: model.output_stride (16: the last stage dilated, not strided)",
+    )
+    parser.add_argument(
+        "--aggregation",
+        choices=["token", "mean"],
+        help="efflite0, PAW-ViT only: model.aggregation (mean: the mean of the part tokens)",
     )
     parser.add_argument("--tag", default="", help="efflite0: suffix of the model names")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)

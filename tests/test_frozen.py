@@ -189,6 +189,14 @@ def test_frozen_models_are_neither_trained_nor_frozen_without_weights(tmp_path):
             "config.yaml → models → cnn_efflite0_320 → output_stride: 12 is not one of [8, 16, 32]",
         ),
         (
+            lambda c: c["models"]["cnn_efflite0_320"].update(aggregation="mean"),
+            "config.yaml → models → cnn_efflite0_320 → aggregation: cnn_efflite0 has no part tokens",
+        ),
+        (
+            lambda c: c["models"]["paw_vit_demo"].update(aggregation="sum"),
+            "config.yaml → models → paw_vit_demo → aggregation: 'sum' is not one of ['token', 'mean']",
+        ),
+        (
             lambda c: c["datasets"]["demo"].update(compare=["megadescriptor"]),
             "config.yaml → datasets → demo → compare: 'megadescriptor' is not defined under models",
         ),

@@ -311,3 +311,31 @@ def test_descriptor_choice_is_checked():
         small_paw(descriptor="after_neck")
     with pytest.raises(UserError, match="frozen and has no BNNeck"):
         build_model(ModelSpec("cnn_efflite0", frozen=True, descriptor="after_bnneck"), 0, K)
+
+
+def test_mean_aggregation_is_the_mean_of_the_part_tokens_in_eval_and_training():
+    """``aggregation='mean'``: the descriptor is the plain mean of the K part tokens of timm's own
+    full forward (never the background token), with no aggregation parameters; the rest of
+    PAW-ViT (ATM maps, orientation logits) is unchanged."""
+    model = small_paw(aggregation="mean")
+    assert not [name for name, _ in model.named_parameters() if name.startswith("aggregation")]
+    x = torch.randn(3, 3, 64, 64)
+    model.eval()
+    with torch.no_grad():
+        tokens = model.forward_features(x)
+        torch.testing.assert_close(model(x), tokens[:, :K].mean(dim=1), rtol=1e-5, atol=1e-5)
+    model.train()
+    out = model(x)
+    tokens = model.forward_features(x)  # drop_path is 0: training runs the same tokens
+    torch.testing.assert_close(out.descriptor, tokens[:, :K].mean(dim=1))
+    assert out.atm_maps.shape == (3, K + 1, 16, 16) and out.orientation_logits.shape[1] == K
+    out.descriptor.sum().backward()
+    assert model.reg_token.grad[0, :K].abs().sum() > 0  # every part token feeds it
+    assert model.reg_token.grad[0, K].abs().sum() > 0  # and the background, through attention
+
+
+def test_aggregation_choice_is_checked():
+    with pytest.raises(ValueError, match="aggregation must be one of"):
+        small_paw(aggregation="sum")
+    with pytest.raises(UserError, match="has no part tokens to aggregate"):
+        build_model(ModelSpec("vit_efflite0", img_size=64, aggregation="mean"), 5, K)

@@ -50,6 +50,9 @@ class ModelSpec:
     descriptor: str = "before_bnneck"
     """What matching uses (reid.models.heads.DESCRIPTORS): the descriptor as trained, or the same
     through the BNNeck."""
+    aggregation: str | None = None
+    """PAW-ViT's descriptor from its part tokens: 'token' (the paper's aggregation token, the
+    default) or 'mean' (their mean, an ablation). None = the default; other models take none."""
     drop_path_rate: float = 0.0
     output_stride: int | None = None
     """A convolutional backbone's output stride; None = its own (32). 16 or 8 dilate its last
@@ -94,6 +97,11 @@ def build_model(spec: ModelSpec, num_classes: int, num_parts: int) -> nn.Module:
     kwargs: dict = dict(pretrained=pretrained, drop_path_rate=spec.drop_path_rate)
     if pretrained:
         kwargs["pretrained_cfg_overlay"] = dict(file=str(resolve_weights(spec.pretrained).path))
+    if spec.aggregation is not None and not spec.part_aware:
+        raise UserError(
+            f"model {spec.arch} has no part tokens to aggregate: 'aggregation' is a PAW-ViT "
+            "setting (paw_vit_*); remove it"
+        )
     if spec.part_aware:
         return create_timm_model(
             spec.arch,
@@ -104,6 +112,7 @@ def build_model(spec: ModelSpec, num_classes: int, num_parts: int) -> nn.Module:
             mask_size=spec.resolved_mask_size,
             orientation_bnneck=spec.orientation_bnneck,
             descriptor=spec.descriptor,
+            aggregation=spec.aggregation or "token",
             **kwargs,
         )
     if takes_img_size(spec.arch):  # includes the hybrid twins (vit_efflite*)

@@ -41,7 +41,8 @@ from reid.models.heads import ReidHeads, ReidOutput
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["PawViT", "AttentionToMask", "PartAggregation", "checkpoint_filter_fn"]
+__all__ = ["PawViT", "AttentionToMask", "PartAggregation", "PartMean", "checkpoint_filter_fn"]
+AGGREGATIONS = ("token", "mean")
 
 
 class AttentionToMask(nn.Module):
@@ -120,6 +121,14 @@ class PartAggregation(nn.Module):
         return self.norm_out(self.mlp(self.norm_v(attended)))
 
 
+class PartMean(nn.Module):
+    """The descriptor as the mean of the K part tokens: no parameters, an ablation of
+    ``PartAggregation`` (``aggregation='mean'``) for budgets too short to train that block."""
+
+    def forward(self, parts: torch.Tensor) -> torch.Tensor:
+        return parts.mean(dim=1)
+
+
 class PawViT(VisionTransformer):
     """timm ViT with K part tokens + 1 background token instead of CLS (see module docstring).
 
@@ -129,6 +138,8 @@ class PawViT(VisionTransformer):
         mask_size: side of the ATM maps; default img_size / 4 (64 for 256 input, paper §3.2).
         orientation_bnneck: 'shared' (released code) or 'separate' (paper figure).
         descriptor: 'before_bnneck' (the paper's) or 'after_bnneck': what eval mode returns.
+        aggregation: 'token' (the paper's aggregation token, ``PartAggregation``) or 'mean' (the
+            mean of the part tokens, ``PartMean``).
         **kwargs: timm VisionTransformer arguments (img_size, embed_dim, depth, num_heads, ...).
     """
 
@@ -139,10 +150,13 @@ class PawViT(VisionTransformer):
         mask_size: int | None = None,
         orientation_bnneck: str = "shared",
         descriptor: str = "before_bnneck",
+        aggregation: str = "token",
         **kwargs: Any,
     ) -> None:
         if num_parts < 1:
             raise ValueError(f"num_parts must be at least 1, got {num_parts}")
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, not {aggregation!r}")
         kwargs.pop("global_pool", None)
         super().__init__(
             class_token=False,
@@ -160,7 +174,7 @@ class PawViT(VisionTransformer):
         # so that the K parts can specialise, hence the paper's trunc-normal(0.02).
         trunc_normal_(self.reg_token, std=0.02)
         self.atm = AttentionToMask(dim, heads, self.mask_size)
-        self.aggregation = PartAggregation(dim, heads)
+        self.aggregation = PartAggregation(dim, heads) if aggregation == "token" else PartMean()
         self.heads = ReidHeads(dim, num_classes, num_parts, orientation_bnneck, descriptor)
 
     @torch.jit.ignore

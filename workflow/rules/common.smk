@@ -134,6 +134,11 @@ for _name, _model in config["models"].items():
             "stride from the arch (e.g. paw_vit_efflite0_s32); output_stride is for convolutional "
             "backbones: remove it"
         )
+    if "aggregation" in _model and not _model["arch"].startswith("paw_vit"):
+        config_error(
+            f"config.yaml → models → {_name} → aggregation: {_model['arch']} has no part tokens "
+            "to aggregate; aggregation is for PAW-ViT models (paw_vit_*): remove it"
+        )
 
 DATASETS = sorted(config["datasets"])
 MODELS = sorted(config["models"])
