@@ -91,8 +91,8 @@ class Identification:
     figure cuts them alike without running the teacher again."""
 
     candidates: list[list[Candidate]]
-    query_boxes: list[AnimalBox | None] | None = None
-    gallery_boxes: list[AnimalBox | None] | None = None
+    query_boxes: list[AnimalBox | None] | None
+    gallery_boxes: list[AnimalBox | None] | None
 
 
 def folder_gallery(folder: Path) -> Gallery:
@@ -204,9 +204,9 @@ def gallery_descriptors(
             normalisation=normalisation,
             boxes=found,
         )
-        cached.update(zip(keys[missing].tolist(), fresh, strict=True))
+        new_keys = keys[missing].tolist()
+        cached.update(zip(new_keys, fresh, strict=True))
         if found is not None:
-            new_keys = keys[missing].tolist()
             boxes |= {k: b for k, b in zip(new_keys, found, strict=True) if b is not None}
     features = np.stack([cached[key] for key in keys.tolist()]).astype(np.float32)
     kept = [boxes.get(key) for key in keys.tolist()] if crop else None
@@ -455,7 +455,7 @@ def draw_similarity_figure(
     model, config = load_trained_model(model_dir, device)
     queries = query_results(images, found.candidates, gallery)
     boxes = None
-    if found.query_boxes is not None and found.gallery_boxes is not None:
+    if found.query_boxes is not None:  # the model crops: both sides were boxed
         boxes = dict(zip(map(str, images), found.query_boxes, strict=True))
         boxes |= dict(zip(gallery.paths, found.gallery_boxes, strict=True))
     rows = trained_model_rows(model, config, queries, device, boxes)
